@@ -1,0 +1,1 @@
+"""netalloc: AWS VPC networking for pods, recorded in PodNetworkAllocation objects."""

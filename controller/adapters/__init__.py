@@ -1,0 +1,1 @@
+"""Adapters that implement the ports: boto3 (real EC2) and the simulated VPC."""

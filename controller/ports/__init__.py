@@ -1,0 +1,1 @@
+"""Ports: the interfaces the core and engine use to reach the outside world."""
