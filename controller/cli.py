@@ -1,0 +1,173 @@
+"""The `netalloc` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from controller.core.instance_limits import InstanceLimits, UnknownInstanceTypeError
+from controller.core.node_pool import NodePool, PoolEni
+from controller.core.pool_planner import PoolPlan, describe_action, plan_pool
+from controller.settings import PoolSettings
+
+app = typer.Typer(
+    name="netalloc",
+    help="Allocate AWS VPC networking for pods, recorded in PodNetworkAllocation objects.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+@app.callback()
+def root() -> None:
+    """netalloc: pod networking recorded in PodNetworkAllocation objects, never in pod annotations."""
+
+
+errors = Console(stderr=True)
+
+
+class Output(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class LimitsSource(StrEnum):
+    SHIPPED = "shipped"
+    AWS = "aws"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _limits(instance_type: str, source: LimitsSource, region: str) -> InstanceLimits:
+    from controller.instance_data import Ec2InstanceLimits, shipped_catalog
+
+    catalog = shipped_catalog()
+    if source is LimitsSource.SHIPPED:
+        return catalog.get(instance_type)
+    from controller.adapters.ec2_boto import Boto3Ec2
+
+    ec2 = Boto3Ec2.from_config(region=region)
+    catalog = type(catalog)({}, catalog.branch_limits)  # ask EC2, not the shipped data
+    return asyncio.run(Ec2InstanceLimits(ec2, catalog).get(instance_type))
+
+
+def plan_new_node(limits: InstanceLimits, settings: PoolSettings) -> PoolPlan:
+    """The pre-allocation plan for a node of this type that has just registered."""
+    pool = NodePool(
+        node_name="new-node",
+        instance_id="i-00000000000000000",
+        subnet_id="subnet-00000000000000000",
+        subnet_cidr="10.0.0.0/16",
+        limits=limits,
+        settings=settings,
+    )
+    pool.add_eni(PoolEni(eni_id="primary", device_index=0, primary=True))
+    return plan_pool(pool, now=0.0)
+
+
+def plan_document(limits: InstanceLimits, settings: PoolSettings, plan: PoolPlan) -> dict[str, Any]:
+    return {
+        "instance_type": limits.instance_type,
+        "max_pods": plan.max_pods,
+        "branch_enis": limits.branch_enis,
+        "max_enis": limits.max_enis,
+        "ipv4_per_eni": limits.ipv4_per_eni,
+        "vcpus": limits.vcpus,
+        "nitro": limits.nitro,
+        "trunking": limits.trunking,
+        "mode": "PrefixDelegation" if settings.enable_prefix_delegation else "SecondaryIP",
+        "settings": settings.model_dump(mode="json"),
+        "target_addresses": plan.target_addresses,
+        "plan": [action.model_dump(mode="json") for action in plan.actions],
+        "plan_text": [describe_action(action) for action in plan.actions],
+        "notes": list(plan.notes),
+    }
+
+
+@app.command()
+def plan(
+    instance_type: Annotated[str, typer.Option("--instance-type", help="EC2 instance type, e.g. m5.large")],
+    prefix_delegation: Annotated[
+        bool, typer.Option("--prefix-delegation", help="ENABLE_PREFIX_DELEGATION: /28 prefixes")
+    ] = False,
+    warm_eni_target: Annotated[int | None, typer.Option(help="WARM_ENI_TARGET")] = None,
+    warm_ip_target: Annotated[int | None, typer.Option(help="WARM_IP_TARGET")] = None,
+    minimum_ip_target: Annotated[int | None, typer.Option(help="MINIMUM_IP_TARGET")] = None,
+    warm_prefix_target: Annotated[int | None, typer.Option(help="WARM_PREFIX_TARGET")] = None,
+    max_eni: Annotated[int | None, typer.Option(help="MAX_ENI")] = None,
+    pod_eni: Annotated[bool, typer.Option("--pod-eni", help="ENABLE_POD_ENI: trunk + branch ENIs")] = False,
+    warm_branch_eni_target: Annotated[int | None, typer.Option(help="warm branch ENIs to keep")] = None,
+    output: Annotated[Output, typer.Option(help="table or json")] = Output.TABLE,
+    ec2: Annotated[
+        LimitsSource, typer.Option("--ec2", help="shipped: the dataset in the package; aws: ask EC2")
+    ] = LimitsSource.SHIPPED,
+    region: Annotated[str, typer.Option(help="AWS region for --ec2 aws")] = "us-east-1",
+) -> None:
+    """Print an instance type's limits, max pods, branch-ENI limit and a new node's pre-allocation plan."""
+    given = {
+        "enable_prefix_delegation": prefix_delegation,
+        "warm_eni_target": warm_eni_target,
+        "warm_ip_target": warm_ip_target,
+        "minimum_ip_target": minimum_ip_target,
+        "warm_prefix_target": warm_prefix_target,
+        "max_eni": max_eni,
+        "enable_pod_eni": pod_eni,
+        "warm_branch_eni_target": warm_branch_eni_target,
+    }
+    try:
+        settings = PoolSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise fail(problems) from None
+    try:
+        limits = _limits(instance_type, ec2, region)
+    except UnknownInstanceTypeError as exc:
+        raise fail(str(exc)) from None
+    if settings.max_eni is not None and settings.max_eni > limits.max_enis:
+        raise fail(f"--max-eni {settings.max_eni} is above {instance_type}'s limit of {limits.max_enis} ENIs")
+    new_plan = plan_new_node(limits, settings)
+    document = plan_document(limits, settings, new_plan)
+    if output is Output.JSON:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    table = Table(title=f"{instance_type} ({document['mode']})", show_header=False)
+    for label, key in [
+        ("max pods (EKS formula)", "max_pods"),
+        ("branch ENIs (security groups per pod)", "branch_enis"),
+        ("ENIs", "max_enis"),
+        ("IPv4 addresses per ENI", "ipv4_per_eni"),
+        ("vCPUs", "vcpus"),
+        ("Nitro / can trunk", None),
+        ("addresses kept ready", "target_addresses"),
+    ]:
+        value = f"{limits.nitro} / {limits.trunking}" if key is None else str(document[key])
+        table.add_row(label, value)
+    console.print(table)
+    console.print("[bold]Pre-allocation plan for a new node:[/]")
+    for step, line in enumerate(document["plan_text"], 1):
+        console.print(f"  {step}. {line}")
+    if not document["plan_text"]:
+        console.print("  (nothing to do)")
+    for note in document["notes"]:
+        console.print(f"  note: {note}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""The pool planner: from a node's pool and its settings to the actions that bring it to target.
+
+Pure. The settings keep the AWS VPC CNI's names and meanings (field notes, section 3):
+
+- WARM_IP_TARGET / MINIMUM_IP_TARGET, when either is set, decide alone: keep
+  `max(in_use + WARM_IP_TARGET, MINIMUM_IP_TARGET)` addresses (MINIMUM alone: warm counts as 0).
+  In prefix mode that is enough /28s to hold that many.
+- Otherwise, in prefix mode, WARM_PREFIX_TARGET whole free /28s are kept.
+- Otherwise WARM_ENI_TARGET whole ENIs' worth of free addresses are kept, attached full.
+- MAX_ENI caps attached ENIs below the instance limit; the trunk ENI uses one attachment.
+- With ENABLE_POD_ENI, a trunk ENI is attached at the highest free device index and
+  `warm_branch_eni_target` branch ENIs are kept associated and ready.
+
+Capacity above target is released only once it has been excess for `excess_release_delay_s`;
+only free capacity is ever released.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.core.instance_limits import IPS_PER_PREFIX
+from controller.core.node_pool import BranchState, NodePool, PoolMode
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CreateTrunk(_Action):
+    kind: Literal["CreateTrunk"] = "CreateTrunk"
+    device_index: int = Field(ge=1)
+
+
+class AttachEni(_Action):
+    kind: Literal["AttachEni"] = "AttachEni"
+    device_index: int = Field(ge=1)
+    ip_count: int = Field(default=0, ge=0)
+    prefix_count: int = Field(default=0, ge=0)
+
+
+class AssignIps(_Action):
+    kind: Literal["AssignIps"] = "AssignIps"
+    eni_id: str
+    count: int = Field(ge=1)
+
+
+class AssignPrefixes(_Action):
+    kind: Literal["AssignPrefixes"] = "AssignPrefixes"
+    eni_id: str
+    count: int = Field(ge=1)
+
+
+class ReleaseIps(_Action):
+    kind: Literal["ReleaseIps"] = "ReleaseIps"
+    eni_id: str
+    ips: tuple[str, ...]
+
+
+class ReleasePrefixes(_Action):
+    kind: Literal["ReleasePrefixes"] = "ReleasePrefixes"
+    eni_id: str
+    prefixes: tuple[str, ...]
+
+
+class DeleteEni(_Action):
+    kind: Literal["DeleteEni"] = "DeleteEni"
+    eni_id: str
+
+
+class CreateBranches(_Action):
+    kind: Literal["CreateBranches"] = "CreateBranches"
+    count: int = Field(ge=1)
+
+
+class DeleteBranches(_Action):
+    kind: Literal["DeleteBranches"] = "DeleteBranches"
+    eni_ids: tuple[str, ...]
+
+
+PoolAction = Annotated[
+    CreateTrunk
+    | AttachEni
+    | AssignIps
+    | AssignPrefixes
+    | ReleaseIps
+    | ReleasePrefixes
+    | DeleteEni
+    | CreateBranches
+    | DeleteBranches,
+    Field(discriminator="kind"),
+]
+
+
+class PoolPlan(BaseModel):
+    """The work for the executor, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    actions: tuple[PoolAction, ...]
+    notes: tuple[str, ...]
+    excess_since: float | None
+    branch_excess_since: float | None
+    target_addresses: int
+    max_pods: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+
+def describe_action(action: PoolAction) -> str:
+    match action:
+        case CreateTrunk(device_index=index):
+            return f"create and attach trunk ENI at device index {index}"
+        case AttachEni(device_index=index, ip_count=ips, prefix_count=prefixes):
+            what = f"{prefixes} /28 prefix(es)" if prefixes else f"{ips} secondary IP(s)"
+            return f"create and attach ENI at device index {index} with {what}"
+        case AssignIps(eni_id=eni, count=count):
+            return f"assign {count} secondary IP(s) to {eni}"
+        case AssignPrefixes(eni_id=eni, count=count):
+            return f"assign {count} /28 prefix(es) to {eni}"
+        case ReleaseIps(eni_id=eni, ips=ips):
+            return f"release {len(ips)} free IP(s) from {eni}"
+        case ReleasePrefixes(eni_id=eni, prefixes=prefixes):
+            return f"release {len(prefixes)} free prefix(es) from {eni}"
+        case DeleteEni(eni_id=eni):
+            return f"detach and delete free ENI {eni}"
+        case CreateBranches(count=count):
+            return f"create {count} warm branch ENI(s) on the trunk"
+        case DeleteBranches(eni_ids=enis):
+            return f"delete {len(enis)} excess warm branch ENI(s)"
+    raise AssertionError(f"unknown action {action!r}")  # pragma: no cover
+
+
+def _lowest_free_index(used: set[int], limit: int) -> int | None:
+    for index in range(1, limit):
+        if index not in used:
+            return index
+    return None
+
+
+def _highest_free_index(used: set[int], limit: int) -> int | None:
+    for index in range(limit - 1, 0, -1):
+        if index not in used:
+            return index
+    return None
+
+
+def _target_units(pool: NodePool, in_use_ips: int, used_units: int, free_in_used_units: int) -> int:
+    """How many units (IPs, or /28 prefixes in prefix mode) the pool should hold."""
+    settings = pool.settings
+    slots = pool.limits.slots_per_eni
+    prefix_mode = pool.mode is PoolMode.PREFIX_DELEGATION
+    if settings.ip_targets_set:
+        warm = settings.warm_ip_target or 0
+        minimum = settings.minimum_ip_target or 0
+        need_free_ips = max(warm, minimum - in_use_ips, 0)
+        if not prefix_mode:
+            return in_use_ips + need_free_ips
+        missing = max(0, need_free_ips - free_in_used_units)
+        return used_units + math.ceil(missing / IPS_PER_PREFIX)
+    if prefix_mode and settings.warm_prefix_target > 0:
+        return used_units + settings.warm_prefix_target
+    return used_units + settings.warm_eni_target * slots
+
+
+def plan_pool(pool: NodePool, now: float) -> PoolPlan:
+    settings = pool.settings
+    limits = pool.limits
+    prefix_mode = pool.mode is PoolMode.PREFIX_DELEGATION
+    slots = limits.slots_per_eni
+    actions: list[PoolAction] = []
+    notes: list[str] = []
+    used_indexes = pool.used_device_indexes()
+
+    # --- trunk first: it takes an ENI attachment the IP side must not plan for ----------------
+    eni_cap = limits.max_enis if settings.max_eni is None else min(limits.max_enis, settings.max_eni)
+    trunk_planned = False
+    if settings.enable_pod_eni and pool.trunk_eni_id is None:
+        if not limits.trunking:
+            notes.append(f"{limits.instance_type} cannot trunk: no branch ENIs on this node")
+        else:
+            index = _highest_free_index(used_indexes, limits.max_enis)
+            if index is None or len(pool.enis) >= eni_cap:
+                notes.append("no free ENI attachment for the trunk ENI")
+            else:
+                actions.append(CreateTrunk(device_index=index))
+                used_indexes.add(index)
+                trunk_planned = True
+    ip_eni_limit = pool.ip_eni_limit - (1 if trunk_planned else 0)
+
+    # --- pod addresses ------------------------------------------------------------------------
+    in_use_ips = len(pool.ip_holders) + len(pool.cooling_ips)
+    if prefix_mode:
+        free_units = {eni.eni_id: pool.free_prefixes(eni) for eni in pool.enis.values()}
+        total_units = sum(len(eni.prefixes) for eni in pool.enis.values())
+        used_units = total_units - sum(len(units) for units in free_units.values())
+        free_in_used_units = pool.free_ip_count() - IPS_PER_PREFIX * sum(len(u) for u in free_units.values())
+    else:
+        free_units = {eni.eni_id: pool.free_secondary_ips(eni) for eni in pool.enis.values()}
+        total_units = sum(len(eni.ips) for eni in pool.enis.values())
+        used_units = in_use_ips
+        free_in_used_units = 0
+    capacity_units = max(0, ip_eni_limit) * slots
+    target = min(_target_units(pool, in_use_ips, used_units, free_in_used_units), capacity_units)
+    shortfall = target - total_units
+    excess_since = pool.excess_since
+    if shortfall > 0:
+        excess_since = None
+        for eni in sorted(pool.enis.values(), key=lambda e: e.device_index):
+            room = slots - eni.slots_used
+            take = min(room, shortfall)
+            if take <= 0:
+                continue
+            actions.append(
+                AssignPrefixes(eni_id=eni.eni_id, count=take)
+                if prefix_mode
+                else AssignIps(eni_id=eni.eni_id, count=take)
+            )
+            shortfall -= take
+        whole_enis = not settings.ip_targets_set and not prefix_mode
+        attached = len(pool.enis)
+        while shortfall > 0 and attached < ip_eni_limit:
+            index = _lowest_free_index(used_indexes, limits.max_enis)
+            if index is None:
+                break
+            count = slots if whole_enis else min(slots, shortfall)
+            actions.append(
+                AttachEni(device_index=index, prefix_count=count)
+                if prefix_mode
+                else AttachEni(device_index=index, ip_count=count)
+            )
+            used_indexes.add(index)
+            attached += 1
+            shortfall -= count
+        if shortfall > 0:
+            notes.append(f"at the ENI limit ({ip_eni_limit} for pod addresses): {shortfall} unit(s) short")
+    elif shortfall < 0:
+        excess = -shortfall
+        if excess_since is None:
+            excess_since = now
+            notes.append(
+                f"{excess} unit(s) above target; released after {settings.excess_release_delay_s:g}s"
+            )
+        elif now - excess_since >= settings.excess_release_delay_s:
+            actions.extend(_release_excess(pool, free_units, excess, prefix_mode))
+            excess_since = None
+    else:
+        excess_since = None
+
+    # --- branch ENIs -----------------------------------------------------------------------------
+    branch_excess_since = pool.branch_excess_since
+    if settings.enable_pod_eni and limits.trunking and (pool.trunk_eni_id is not None or trunk_planned):
+        counts = pool.branch_counts()
+        room = limits.branch_enis - len(pool.branches)
+        missing = min(settings.warm_branch_eni_target - counts[BranchState.WARM], room)
+        if missing > 0:
+            actions.append(CreateBranches(count=missing))
+            branch_excess_since = None
+        elif counts[BranchState.WARM] > settings.warm_branch_eni_target:
+            if branch_excess_since is None:
+                branch_excess_since = now
+            elif now - branch_excess_since >= settings.excess_release_delay_s:
+                extra = counts[BranchState.WARM] - settings.warm_branch_eni_target
+                warm = [b.eni_id for b in pool.branches.values() if b.state is BranchState.WARM]
+                actions.append(DeleteBranches(eni_ids=tuple(warm[-extra:])))
+                branch_excess_since = None
+        else:
+            branch_excess_since = None
+
+    return PoolPlan(
+        actions=tuple(actions),
+        notes=tuple(notes),
+        excess_since=excess_since,
+        branch_excess_since=branch_excess_since,
+        target_addresses=target * (IPS_PER_PREFIX if prefix_mode else 1),
+        max_pods=limits.max_pods(prefix_delegation=prefix_mode),
+    )
+
+
+def _release_excess(
+    pool: NodePool, free_units: dict[str, list[str]], excess: int, prefix_mode: bool
+) -> list[PoolAction]:
+    """Release free units, last-attached ENIs first; an ENI left with nothing is deleted."""
+    actions: list[PoolAction] = []
+    for eni in sorted(pool.enis.values(), key=lambda e: -e.device_index):
+        if excess <= 0:
+            break
+        free = free_units.get(eni.eni_id, [])
+        if not free:
+            continue
+        if not eni.primary and len(free) == eni.slots_used and len(free) <= excess:
+            actions.append(DeleteEni(eni_id=eni.eni_id))
+            excess -= len(free)
+            continue
+        chosen = tuple(free[-excess:]) if len(free) > excess else tuple(free)
+        actions.append(
+            ReleasePrefixes(eni_id=eni.eni_id, prefixes=chosen)
+            if prefix_mode
+            else ReleaseIps(eni_id=eni.eni_id, ips=chosen)
+        )
+        excess -= len(chosen)
+    return actions

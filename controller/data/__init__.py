@@ -1,0 +1,1 @@
+"""Data shipped with the package: instance-type limits, so `netalloc plan` needs no network."""

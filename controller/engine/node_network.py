@@ -1,0 +1,650 @@
+"""One node's network: serves allocations from its pool and executes the planner's work.
+
+The planner (pure) decides; this class does the EC2 calls and reports back. Allocations are served
+from the pool without any EC2 call while it is warm; a dry pool is refilled once (single-flight)
+and the allocation is retried. Every create carries a client token and netalloc's tags, so a
+retried step finds its earlier result and a restart can rebuild the pool from EC2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from controller.clock import Clock
+from controller.core import tags as tagging
+from controller.core.allocation_model import AllocationMode, AllocationRequest, AssignedResources
+from controller.core.errors import Ec2Error, ErrorClass, NotFoundError
+from controller.core.instance_limits import InstanceLimits
+from controller.core.node_pool import BranchEni, BranchState, NodePool, PoolEni
+from controller.core.pool_planner import (
+    AssignIps,
+    AssignPrefixes,
+    AttachEni,
+    CreateBranches,
+    CreateTrunk,
+    DeleteBranches,
+    DeleteEni,
+    PoolAction,
+    PoolPlan,
+    ReleaseIps,
+    ReleasePrefixes,
+    describe_action,
+    plan_pool,
+)
+from controller.ports.ec2 import Ec2Port, InstanceInfo, InterfaceType, NetworkInterface
+from controller.settings import PoolSettings
+
+T = TypeVar("T")
+
+
+class FailedAction(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: str
+    code: str
+    message: str
+    error_class: ErrorClass
+
+
+class ExecutionReport(BaseModel):
+    """What the executor did with a plan."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plan: PoolPlan
+    completed: tuple[str, ...]
+    failed: tuple[FailedAction, ...]
+
+    @property
+    def first_error(self) -> FailedAction | None:
+        return self.failed[0] if self.failed else None
+
+
+def capacity_error(code: str, message: str) -> Ec2Error:
+    return Ec2Error(code, message, action="Allocate")
+
+
+def stable_token(*parts: str) -> str:
+    """A client token (≤ 64 chars) derived from the step's identity, stable across retries."""
+    return "na-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+
+
+class NodeNetwork:
+    """The runtime of one node's pool. Not thread-safe; one asyncio loop drives it."""
+
+    def __init__(
+        self,
+        *,
+        ec2: Ec2Port,
+        clock: Clock,
+        limits: InstanceLimits,
+        settings: PoolSettings,
+        node_name: str,
+        instance: InstanceInfo,
+        subnet_cidr: str,
+        cluster_name: str,
+        default_security_group_ids: tuple[str, ...] = (),
+        rng: random.Random | None = None,
+        throttle_retries: int = 4,
+    ) -> None:
+        self.ec2 = ec2
+        self.clock = clock
+        self.instance = instance
+        self.cluster_name = cluster_name
+        self.default_security_group_ids = tuple(
+            sorted(default_security_group_ids or instance.security_group_ids)
+        )
+        self.pool = NodePool(
+            node_name=node_name,
+            instance_id=instance.instance_id,
+            subnet_id=instance.subnet_id,
+            subnet_cidr=subnet_cidr,
+            limits=limits,
+            settings=settings,
+        )
+        self._rng = rng or random.Random(0)
+        self._nonce = f"{self._rng.getrandbits(48):012x}"
+        self._token_counter = 0
+        self._throttle_retries = throttle_retries
+        self._attachments: dict[str, str] = {}  # eni id -> attachment id
+        self._reserved_vlans: set[int] = set()
+        self._pending_branch_creates = 0
+        self._refill: asyncio.Task[ExecutionReport] | None = None
+        self._background: asyncio.Task[ExecutionReport] | None = None
+        self.last_report: ExecutionReport | None = None
+        self.orphaned_enis: set[str] = set()  # made by us, not in the pool, delete pending
+        self.registered = False
+
+    @property
+    def node_name(self) -> str:
+        return self.pool.node_name
+
+    # ----- helpers ------------------------------------------------------------------------------
+    def _token(self, purpose: str) -> str:
+        self._token_counter += 1
+        return stable_token(self.pool.instance_id, self._nonce, purpose, str(self._token_counter))
+
+    def _tags(self, role: str, allocation: str = tagging.POOL_ALLOCATION) -> dict[str, str]:
+        return tagging.eni_tags(
+            cluster=self.cluster_name,
+            instance_id=self.pool.instance_id,
+            owner=self.node_name,
+            role=role,
+            allocation=allocation,
+        )
+
+    async def _with_throttle_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry throttled and transient errors a few times with capped, jittered backoff."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except Ec2Error as error:
+                attempt += 1
+                if error.error_class not in (ErrorClass.THROTTLING, ErrorClass.TRANSIENT):
+                    raise
+                if attempt > self._throttle_retries:
+                    raise
+                await self.clock.sleep(self._rng.uniform(0, min(8.0, 0.25 * 2**attempt)))
+
+    # ----- registration and recovery -------------------------------------------------------------
+    async def register(self) -> ExecutionReport:
+        """Adopt what EC2 already has for this instance (after a restart), then pre-allocate."""
+        await self.recover_from_ec2()
+        self.registered = True
+        return await self.reconcile()
+
+    async def recover_from_ec2(self) -> None:
+        pool = self.pool
+        primary = await self.ec2.describe_network_interfaces(eni_ids=[self.instance.primary_eni_id])
+        if primary and self.instance.primary_eni_id not in pool.enis:
+            self._adopt_pod_eni(primary[0], primary=True)
+        ours = await self.ec2.describe_network_interfaces(
+            tags={tagging.TAG_CLUSTER: self.cluster_name, tagging.TAG_INSTANCE: pool.instance_id}
+        )
+        branches: list[NetworkInterface] = []
+        for eni in ours:
+            role = eni.tags.get(tagging.TAG_ROLE)
+            if role == "trunk" and eni.attachment is not None:
+                pool.trunk_eni_id = eni.eni_id
+                pool.trunk_device_index = eni.attachment.device_index
+                self._attachments[eni.eni_id] = eni.attachment.attachment_id
+            elif role == "pod-ips" and eni.attachment is not None and eni.eni_id not in pool.enis:
+                self._adopt_pod_eni(eni, primary=False)
+            elif role == "branch":
+                branches.append(eni)
+            elif eni.attachment is None:
+                self.orphaned_enis.add(eni.eni_id)  # created, never attached: a crash mid-step
+        if branches:
+            associations = {}
+            if pool.trunk_eni_id is not None:
+                associations = {
+                    a.branch_eni_id: a for a in await self.ec2.describe_trunk_associations(pool.trunk_eni_id)
+                }
+            for eni in branches:
+                association = associations.get(eni.eni_id)
+                if association is None or eni.eni_id in pool.branches:
+                    self.orphaned_enis.add(eni.eni_id)
+                    continue
+                pool.add_branch(
+                    BranchEni(
+                        eni_id=eni.eni_id,
+                        vlan_id=association.vlan_id,
+                        ip=eni.private_ip,
+                        mac_address=eni.mac_address,
+                        association_id=association.association_id,
+                        security_group_ids=tuple(sorted(eni.security_group_ids)),
+                    )
+                )
+
+    def _adopt_pod_eni(self, eni: NetworkInterface, *, primary: bool) -> None:
+        index = 0 if primary else (eni.attachment.device_index if eni.attachment else 0)
+        self.pool.add_eni(
+            PoolEni(
+                eni_id=eni.eni_id,
+                device_index=index,
+                primary=primary,
+                mac_address=eni.mac_address,
+                ips=list(eni.secondary_ips),
+                prefixes=list(eni.prefixes),
+            )
+        )
+        if eni.attachment is not None:
+            self._attachments[eni.eni_id] = eni.attachment.attachment_id
+
+    def restore(self, key: str, resources: AssignedResources) -> bool:
+        """Re-bind a PNA's recorded assignment after a restart. False if the pool no longer has it."""
+        if resources.mode is AllocationMode.BRANCH_ENI:
+            branch = self.pool.branches.get(resources.eni_id)
+            if branch is None:
+                return False
+            if branch.holder == key:
+                return True
+            self.pool.assign_branch(key, branch.eni_id)
+            return True
+        return self.pool.restore_ip(key, resources.ip)
+
+    # ----- planning and execution ----------------------------------------------------------------
+    async def reconcile(self) -> ExecutionReport:
+        """Bring the pool to its targets: expire cool-downs, plan, execute, report."""
+        now = self.clock.now()
+        self.pool.expire_cooldowns(now)
+        await self._delete_orphans()
+        plan = plan_pool(self.pool, now)
+        self.pool.excess_since = plan.excess_since
+        self.pool.branch_excess_since = plan.branch_excess_since
+        report = await self.execute(plan)
+        self.last_report = report
+        return report
+
+    async def execute(self, plan: PoolPlan) -> ExecutionReport:
+        completed: list[str] = []
+        failed: list[FailedAction] = []
+        for action in plan.actions:
+            try:
+                await self._run(action)
+                completed.append(describe_action(action))
+            except Ec2Error as error:
+                failed.append(
+                    FailedAction(
+                        action=describe_action(action),
+                        code=error.code,
+                        message=error.message,
+                        error_class=error.error_class,
+                    )
+                )
+        return ExecutionReport(plan=plan, completed=tuple(completed), failed=tuple(failed))
+
+    async def _run(self, action: PoolAction) -> None:
+        pool = self.pool
+        match action:
+            case CreateTrunk(device_index=index):
+                await self._create_trunk(index)
+            case AttachEni(device_index=index, ip_count=ips, prefix_count=prefixes):
+                await self._attach_pod_eni(index, ips, prefixes)
+            case AssignIps(eni_id=eni_id, count=count):
+                new_ips = await self._with_throttle_retries(
+                    lambda: self.ec2.assign_private_ips(eni_id, count=count)
+                )
+                pool.add_ips(eni_id, new_ips)
+            case AssignPrefixes(eni_id=eni_id, count=count):
+                new = await self._with_throttle_retries(lambda: self.ec2.assign_prefixes(eni_id, count=count))
+                pool.add_prefixes(eni_id, new)
+            case ReleaseIps(eni_id=eni_id, ips=ips):
+                pool.remove_ips(eni_id, list(ips))  # first: no pod can take them while EC2 answers
+                await self._with_throttle_retries(
+                    lambda: self.ec2.unassign_private_ips(eni_id, ips=list(ips))
+                )
+            case ReleasePrefixes(eni_id=eni_id, prefixes=prefixes):
+                pool.remove_prefixes(eni_id, list(prefixes))
+                await self._with_throttle_retries(
+                    lambda: self.ec2.unassign_prefixes(eni_id, prefixes=list(prefixes))
+                )
+            case DeleteEni(eni_id=eni_id):
+                pool.remove_eni(eni_id)
+                await self._detach_and_delete(eni_id)
+            case CreateBranches(count=count):
+                for _ in range(count):
+                    if len(pool.branches) + self._pending_branch_creates >= pool.limits.branch_enis:
+                        break
+                    await self._create_branch(pool.trunk_eni_id or "", self.default_security_group_ids, None)
+            case DeleteBranches(eni_ids=eni_ids):
+                for eni_id in eni_ids:
+                    branch = pool.branches.get(eni_id)
+                    if branch is None or branch.state is not BranchState.WARM:
+                        continue  # taken by a pod since the plan was made
+                    pool.remove_branch(eni_id)
+                    await self._delete_branch(branch)
+
+    async def _create_trunk(self, device_index: int) -> None:
+        token = self._token("trunk")
+        eni = await self._with_throttle_retries(
+            lambda: self.ec2.create_network_interface(
+                subnet_id=self.pool.subnet_id,
+                security_group_ids=list(self.default_security_group_ids),
+                interface_type=InterfaceType.TRUNK,
+                tags=self._tags("trunk"),
+                client_token=token,
+            )
+        )
+        try:
+            attachment = await self._with_throttle_retries(
+                lambda: self.ec2.attach_network_interface(
+                    eni.eni_id, instance_id=self.pool.instance_id, device_index=device_index
+                )
+            )
+        except Ec2Error:
+            await self._delete_quietly(eni.eni_id)
+            raise
+        self._attachments[eni.eni_id] = attachment
+        self.pool.trunk_eni_id = eni.eni_id
+        self.pool.trunk_device_index = device_index
+
+    async def _attach_pod_eni(self, device_index: int, ip_count: int, prefix_count: int) -> None:
+        token = self._token(f"eni-{device_index}")
+        eni = await self._with_throttle_retries(
+            lambda: self.ec2.create_network_interface(
+                subnet_id=self.pool.subnet_id,
+                security_group_ids=list(self.default_security_group_ids),
+                tags=self._tags("pod-ips"),
+                client_token=token,
+                secondary_ip_count=ip_count,
+                prefix_count=prefix_count,
+            )
+        )
+        try:
+            attachment = await self._with_throttle_retries(
+                lambda: self.ec2.attach_network_interface(
+                    eni.eni_id, instance_id=self.pool.instance_id, device_index=device_index
+                )
+            )
+        except Ec2Error:
+            await self._delete_quietly(eni.eni_id)
+            raise
+        self._attachments[eni.eni_id] = attachment
+        self.pool.add_eni(
+            PoolEni(
+                eni_id=eni.eni_id,
+                device_index=device_index,
+                primary=False,
+                mac_address=eni.mac_address,
+                ips=list(eni.secondary_ips),
+                prefixes=list(eni.prefixes),
+            )
+        )
+
+    async def _create_branch(
+        self, trunk_eni_id: str, groups: tuple[str, ...], holder: str | None
+    ) -> BranchEni:
+        pool = self.pool
+        vlan = pool.free_vlan(self._reserved_vlans)
+        if vlan is None or not trunk_eni_id:
+            raise capacity_error(
+                "BranchInterfaceLimitExceeded",
+                f"node {self.node_name} ({pool.limits.instance_type}) has all "
+                f"{pool.limits.branch_enis} branch ENIs in use or cooling down",
+            )
+        self._reserved_vlans.add(vlan)
+        self._pending_branch_creates += 1
+        token = stable_token(pool.instance_id, "branch", holder) if holder else self._token("branch")
+        try:
+            eni = await self._with_throttle_retries(
+                lambda: self.ec2.create_network_interface(
+                    subnet_id=pool.subnet_id,
+                    security_group_ids=list(groups),
+                    interface_type=InterfaceType.BRANCH,
+                    tags=self._tags("branch", holder or tagging.POOL_ALLOCATION),
+                    client_token=token,
+                )
+            )
+            try:
+                association = await self._with_throttle_retries(
+                    lambda: self.ec2.associate_trunk_interface(
+                        branch_eni_id=eni.eni_id,
+                        trunk_eni_id=trunk_eni_id,
+                        vlan_id=vlan,
+                        client_token=token,
+                    )
+                )
+            except Ec2Error:
+                await self._delete_quietly(eni.eni_id)
+                raise
+            branch = BranchEni(
+                eni_id=eni.eni_id,
+                vlan_id=association.vlan_id,
+                ip=eni.private_ip,
+                mac_address=eni.mac_address,
+                association_id=association.association_id,
+                security_group_ids=tuple(sorted(groups)),
+            )
+            pool.add_branch(branch)
+            if holder is not None:
+                pool.assign_branch(holder, branch.eni_id)
+            return branch
+        finally:
+            self._reserved_vlans.discard(vlan)
+            self._pending_branch_creates -= 1
+
+    async def _delete_branch(self, branch: BranchEni) -> None:
+        try:
+            await self._with_throttle_retries(
+                lambda: self.ec2.disassociate_trunk_interface(branch.association_id)
+            )
+        except NotFoundError:
+            pass
+        except Ec2Error:
+            self.orphaned_enis.add(branch.eni_id)
+            raise
+        await self._delete_quietly(branch.eni_id)
+
+    async def _detach_and_delete(self, eni_id: str) -> None:
+        attachment = self._attachments.pop(eni_id, None)
+        if attachment is not None:
+            try:
+                await self._with_throttle_retries(
+                    lambda: self.ec2.detach_network_interface(attachment, force=True)
+                )
+            except NotFoundError:
+                pass
+            except Ec2Error:
+                self.orphaned_enis.add(eni_id)
+                raise
+        await self._delete_quietly(eni_id)
+
+    async def _delete_quietly(self, eni_id: str) -> None:
+        """Delete an ENI we made; if EC2 refuses now, remember it so the next reconcile retries."""
+        try:
+            await self._with_throttle_retries(lambda: self.ec2.delete_network_interface(eni_id))
+            self.orphaned_enis.discard(eni_id)
+        except NotFoundError:
+            self.orphaned_enis.discard(eni_id)
+        except Ec2Error:
+            self.orphaned_enis.add(eni_id)
+
+    async def _delete_orphans(self) -> None:
+        for eni_id in sorted(self.orphaned_enis):
+            await self._delete_quietly(eni_id)
+
+    # ----- allocation ------------------------------------------------------------------------------
+    async def allocate(self, request: AllocationRequest) -> AssignedResources:
+        """Give the request its address or branch ENI. Idempotent per request key.
+
+        Raises Ec2Error; its class tells the state machine whether to retry soon (throttling),
+        wait (capacity) or fail (permanent).
+        """
+        held = self.pool.holding_for(request.key)
+        if held is not None:
+            return held
+        if request.mode is AllocationMode.BRANCH_ENI:
+            resources = await self._allocate_branch(request)
+        else:
+            resources = await self._allocate_address(request)
+        self._refill_in_background()
+        return resources
+
+    async def _allocate_address(self, request: AllocationRequest) -> AssignedResources:
+        pool = self.pool
+        wanted_prefix = request.mode is AllocationMode.PREFIX_IP
+        if wanted_prefix != pool.settings.enable_prefix_delegation:
+            raise Ec2Error(
+                "AllocationModeMismatch",
+                f"{request.mode} was requested but node {self.node_name}'s pool is {pool.mode}",
+                action="Allocate",
+            )
+        resources = pool.take_ip(request.key)
+        if resources is not None:
+            return resources
+        pool.expire_cooldowns(self.clock.now())
+        resources = pool.take_ip(request.key)
+        if resources is not None:
+            return resources
+        report = await self._refill_now()
+        resources = pool.take_ip(request.key)
+        if resources is not None:
+            return resources
+        problem = report.first_error
+        if problem is not None:
+            raise Ec2Error(problem.code, problem.message, action="Allocate")
+        raise capacity_error(
+            "NodePoolExhausted",
+            f"node {self.node_name} has no free address: {pool.free_ip_count()} free, "
+            f"{len(pool.ip_holders)} in use, {len(pool.cooling_ips)} cooling down; "
+            + ("; ".join(report.plan.notes) or "the pool is at its limit"),
+        )
+
+    async def _allocate_branch(self, request: AllocationRequest) -> AssignedResources:
+        pool = self.pool
+        if not pool.limits.trunking:
+            raise Ec2Error(
+                "NodeCannotTrunk",
+                f"node {self.node_name} ({pool.limits.instance_type}) cannot have branch ENIs; "
+                "schedule security-group pods on a Nitro instance type that supports trunking",
+                action="Allocate",
+            )
+        if pool.trunk_eni_id is None:
+            report = await self._refill_now()
+            if pool.trunk_eni_id is None:
+                problem = report.first_error
+                if problem is not None:
+                    raise Ec2Error(problem.code, problem.message, action="Allocate")
+                raise capacity_error("TrunkNotReady", f"node {self.node_name} has no trunk ENI yet")
+        groups = request.sorted_groups or self.default_security_group_ids
+        now = self.clock.now()
+        pool.expire_cooldowns(now)
+        branch = pool.choose_warm_branch(groups)
+        if branch is None:
+            await self._create_branch(pool.trunk_eni_id, groups, request.key)
+            resources = pool.branch_resources(request.key)
+            assert resources is not None
+            return resources
+        pool.assign_branch(request.key, branch.eni_id)
+        if branch.security_group_ids != groups:
+            try:
+                await self._with_throttle_retries(
+                    lambda: self.ec2.modify_security_groups(branch.eni_id, security_group_ids=list(groups))
+                )
+            except Ec2Error:
+                pool.unassign_branch(request.key, now, cool_down=False)
+                raise
+            pool.set_branch_groups(branch.eni_id, groups)
+        resources = pool.branch_resources(request.key)
+        assert resources is not None
+        return resources
+
+    async def release(self, key: str) -> bool:
+        """Return what the key holds to the pool (after a cool-down). No EC2 call. Idempotent."""
+        now = self.clock.now()
+        if self.pool.release_ip(key, now) is not None:
+            return True
+        return self.pool.unassign_branch(key, now) is not None
+
+    # ----- refills ---------------------------------------------------------------------------------
+    async def _refill_now(self) -> ExecutionReport:
+        """Single-flight reconcile: concurrent callers share one refill."""
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.ensure_future(self.reconcile())
+        return await asyncio.shield(self._refill)
+
+    def _refill_in_background(self) -> None:
+        """After an allocation, top the pool back up to its warm target without making anyone wait."""
+        if not self.registered:
+            return
+        if (self._background is not None and not self._background.done()) or (
+            self._refill is not None and not self._refill.done()
+        ):
+            return
+        if plan_pool(self.pool, self.clock.now()).empty:
+            return
+        self._background = self._refill = asyncio.ensure_future(self.reconcile())
+
+    async def close(self) -> None:
+        for task in (self._background, self._refill):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (self._background, self._refill):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Ec2Error):
+                    await task
+
+    # ----- node removal ----------------------------------------------------------------------------
+    async def drain(self) -> list[str]:
+        """Release everything the node holds: branches, trunk, attached ENIs, IPs. Returns problems."""
+        await self.close()
+        problems: list[str] = []
+        pool = self.pool
+        for key in list(pool.branch_holders):
+            pool.unassign_branch(key, self.clock.now(), cool_down=False)
+        for eni_id in list(pool.branches):
+            branch = pool.remove_branch(eni_id)
+            try:
+                await self._delete_branch(branch)
+            except Ec2Error as error:
+                problems.append(f"branch {eni_id}: {error}")
+        for key in list(pool.key_ips):
+            pool.release_ip(key, self.clock.now())
+        pool.cooling_ips.clear()
+        for eni in sorted(pool.enis.values(), key=lambda e: -e.device_index):
+            if eni.primary:
+                try:
+                    if eni.prefixes:
+                        await self.ec2.unassign_prefixes(eni.eni_id, prefixes=list(eni.prefixes))
+                    if eni.ips:
+                        await self.ec2.unassign_private_ips(eni.eni_id, ips=list(eni.ips))
+                except NotFoundError:
+                    pass
+                except Ec2Error as error:
+                    problems.append(f"primary ENI {eni.eni_id}: {error}")
+                continue
+            try:
+                await self._detach_and_delete(eni.eni_id)
+            except Ec2Error as error:
+                problems.append(f"ENI {eni.eni_id}: {error}")
+        for eni_id in list(pool.enis):
+            pool.remove_eni(eni_id)
+        if pool.trunk_eni_id is not None:
+            try:
+                await self._detach_and_delete(pool.trunk_eni_id)
+            except Ec2Error as error:
+                problems.append(f"trunk {pool.trunk_eni_id}: {error}")
+            pool.trunk_eni_id = None
+            pool.trunk_device_index = None
+        await self._delete_orphans()
+        problems.extend(f"ENI {eni_id} could not be deleted yet" for eni_id in sorted(self.orphaned_enis))
+        return problems
+
+
+async def open_node_network(
+    *,
+    ec2: Ec2Port,
+    clock: Clock,
+    limits_for: Callable[[str], Awaitable[InstanceLimits]],
+    settings: PoolSettings,
+    node_name: str,
+    instance_id: str,
+    cluster_name: str,
+    default_security_group_ids: tuple[str, ...] = (),
+    rng: random.Random | None = None,
+) -> NodeNetwork:
+    """Look the instance and its subnet up in EC2 and build the node's runtime (not yet registered)."""
+    instance = await ec2.describe_instance(instance_id)
+    subnet = await ec2.describe_subnet(instance.subnet_id)
+    limits = await limits_for(instance.instance_type)
+    return NodeNetwork(
+        ec2=ec2,
+        clock=clock,
+        limits=limits,
+        settings=settings,
+        node_name=node_name,
+        instance=instance,
+        subnet_cidr=subnet.cidr_block,
+        cluster_name=cluster_name,
+        default_security_group_ids=default_security_group_ids,
+        rng=rng,
+    )

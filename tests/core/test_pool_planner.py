@@ -1,0 +1,165 @@
+from controller.core.node_pool import BranchEni, BranchState, PoolEni
+from controller.core.pool_planner import (
+    AssignIps,
+    AssignPrefixes,
+    AttachEni,
+    CreateBranches,
+    CreateTrunk,
+    DeleteBranches,
+    DeleteEni,
+    ReleaseIps,
+    ReleasePrefixes,
+    plan_pool,
+)
+
+from .pool_fixtures import new_pool, prefix
+
+
+def test_new_node_secondary_ip_mode_fills_one_eni_worth_by_warm_eni_target() -> None:
+    plan = plan_pool(new_pool("m5.large"), now=0)
+    assert plan.actions == (AssignIps(eni_id="eni-primary", count=9),)
+    assert plan.max_pods == 29
+
+
+def test_warm_eni_target_attaches_whole_enis_when_the_primary_is_full() -> None:
+    pool = new_pool("m5.large", warm_eni_target=1)
+    pool.add_ips("eni-primary", [f"10.0.1.{i}" for i in range(10, 19)])
+    for i in range(5):
+        pool.take_ip(f"pod-{i}")
+    plan = plan_pool(pool, now=0)
+    assert plan.actions == (AttachEni(device_index=1, ip_count=9),)
+
+
+def test_prefix_mode_keeps_warm_prefix_target_free_prefixes() -> None:
+    pool = new_pool("m5.large", enable_prefix_delegation=True, warm_prefix_target=2)
+    plan = plan_pool(pool, now=0)
+    assert plan.actions == (AssignPrefixes(eni_id="eni-primary", count=2),)
+    assert plan.max_pods == 110
+    pool.add_prefixes("eni-primary", [prefix(1), prefix(2)])
+    pool.take_ip("pod-1")  # one prefix now in use: one more is needed to keep two free
+    assert plan_pool(pool, now=0).actions == (AssignPrefixes(eni_id="eni-primary", count=1),)
+
+
+def test_ip_targets_override_the_prefix_target() -> None:
+    pool = new_pool("m5.large", enable_prefix_delegation=True, warm_prefix_target=5, warm_ip_target=20)
+    # 20 free addresses need two /28s, not five
+    assert plan_pool(pool, now=0).actions == (AssignPrefixes(eni_id="eni-primary", count=2),)
+
+
+def test_minimum_ip_target_alone_counts_warm_as_zero() -> None:
+    pool = new_pool("m5.large", minimum_ip_target=12)
+    plan = plan_pool(pool, now=0)
+    # 9 secondary slots on the primary, then a second ENI with the 3 still missing
+    assert plan.actions == (AssignIps(eni_id="eni-primary", count=9), AttachEni(device_index=1, ip_count=3))
+    assert plan.target_addresses == 12
+
+
+def test_warm_ip_target_plus_minimum_takes_the_larger() -> None:
+    pool = new_pool("m5.large", warm_ip_target=2, minimum_ip_target=5)
+    assert plan_pool(pool, now=0).target_addresses == 5
+    pool.add_ips("eni-primary", [f"10.0.1.{i}" for i in range(10, 15)])
+    for i in range(4):
+        pool.take_ip(f"pod-{i}")
+    assert plan_pool(pool, now=0).target_addresses == 6
+
+
+def test_max_eni_caps_attachments_and_says_why() -> None:
+    pool = new_pool("m5.large", max_eni=1, minimum_ip_target=20)
+    plan = plan_pool(pool, now=0)
+    assert plan.actions == (AssignIps(eni_id="eni-primary", count=9),)
+    assert plan.target_addresses == 9
+
+
+def test_pod_eni_plans_the_trunk_at_the_highest_index_then_warm_branches() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=3)
+    plan = plan_pool(pool, now=0)
+    assert plan.actions[0] == CreateTrunk(device_index=2)
+    assert plan.actions[-1] == CreateBranches(count=3)
+
+
+def test_trunk_takes_an_attachment_away_from_pod_addresses() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, minimum_ip_target=27)
+    plan = plan_pool(pool, now=0)
+    attaches = [a for a in plan.actions if isinstance(a, AttachEni)]
+    assert [a.device_index for a in attaches] == [1]  # index 2 is the trunk's
+    assert plan.target_addresses == 18
+
+
+def test_branch_target_is_capped_by_the_branch_limit() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=50)
+    pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
+    assert CreateBranches(count=9) in plan_pool(pool, now=0).actions
+
+
+def test_instance_that_cannot_trunk_gets_a_note_not_a_trunk() -> None:
+    pool = new_pool("t2.micro", enable_pod_eni=True)
+    plan = plan_pool(pool, now=0)
+    assert not any(isinstance(a, CreateTrunk | CreateBranches) for a in plan.actions)
+    assert any("cannot trunk" in note for note in plan.notes)
+
+
+def test_excess_is_released_only_after_the_delay_and_only_free_capacity() -> None:
+    pool = new_pool("m5.large", warm_ip_target=2, excess_release_delay_s=30)
+    pool.add_ips("eni-primary", [f"10.0.1.{i}" for i in range(10, 19)])
+    pool.take_ip("pod-held")
+    first = plan_pool(pool, now=100)
+    assert first.actions == ()
+    assert first.excess_since == 100
+    pool.excess_since = first.excess_since
+    assert plan_pool(pool, now=120).actions == ()
+    later = plan_pool(pool, now=131)
+    (release,) = later.actions
+    assert isinstance(release, ReleaseIps)
+    assert len(release.ips) == 6  # 9 held: 1 in use + 2 warm stay
+    assert "10.0.1.10" not in release.ips  # the held address is never released
+    assert later.excess_since is None
+
+
+def test_excess_clears_when_demand_returns() -> None:
+    pool = new_pool("m5.large", warm_ip_target=1)
+    pool.add_ips("eni-primary", ["10.0.1.10", "10.0.1.11", "10.0.1.12"])
+    pool.excess_since = plan_pool(pool, now=0).excess_since
+    assert pool.excess_since == 0
+    pool.take_ip("a")
+    pool.take_ip("b")
+    assert plan_pool(pool, now=10).excess_since is None
+
+
+def test_a_whole_free_secondary_eni_is_deleted_not_emptied() -> None:
+    pool = new_pool("m5.large", warm_ip_target=1, excess_release_delay_s=0)
+    pool.add_ips("eni-primary", [f"10.0.1.{i}" for i in range(10, 19)])
+    pool.add_eni(PoolEni(eni_id="eni-second", device_index=1, primary=False, ips=["10.0.2.1", "10.0.2.2"]))
+    for i in range(8):
+        pool.take_ip(f"pod-{i}")
+    pool.excess_since = 0
+    actions = plan_pool(pool, now=1).actions
+    assert DeleteEni(eni_id="eni-second") in actions
+
+
+def test_prefix_excess_releases_whole_free_prefixes_only() -> None:
+    pool = new_pool("m5.large", enable_prefix_delegation=True, warm_prefix_target=1, excess_release_delay_s=0)
+    pool.add_prefixes("eni-primary", [prefix(1), prefix(2), prefix(3)])
+    pool.take_ip("pod")  # lands in prefix 1
+    pool.excess_since = 0
+    (release,) = plan_pool(pool, now=1).actions
+    assert isinstance(release, ReleasePrefixes)
+    assert release.prefixes == (prefix(3),)
+
+
+def test_excess_warm_branches_are_deleted_after_the_delay() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=1, excess_release_delay_s=10)
+    pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
+    for vlan in (1, 2, 3):
+        pool.add_branch(BranchEni(f"eni-b{vlan}", vlan, f"10.0.3.{vlan}", "", f"a{vlan}", ("sg-1",)))
+    plan = plan_pool(pool, now=0)
+    assert not any(isinstance(a, DeleteBranches) for a in plan.actions)
+    pool.branch_excess_since = plan.branch_excess_since
+    later = plan_pool(pool, now=10)
+    assert DeleteBranches(eni_ids=("eni-b2", "eni-b3")) in later.actions
+
+
+def test_cooling_branches_are_not_counted_as_warm() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=1)
+    pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
+    pool.add_branch(BranchEni("eni-b1", 1, "10.0.3.1", "", "a1", ("sg-1",), state=BranchState.COOLING))
+    assert CreateBranches(count=1) in plan_pool(pool, now=0).actions
