@@ -42,3 +42,13 @@ class ManualClock:
 
     async def sleep(self, seconds: float) -> None:
         self._now += max(0.0, seconds)
+
+
+class WallClock:
+    """Epoch seconds, for real runs: times recorded in PNA statuses must survive a restart."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
