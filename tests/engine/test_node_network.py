@@ -1,0 +1,239 @@
+"""NodeNetwork against the simulated VPC: the promises the allocator makes, one at a time."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from controller.adapters.sim_vpc import LatencyConfig
+from controller.clock import ManualClock
+from controller.core import tags as tagging
+from controller.core.allocation_model import AllocationMode, AllocationRequest
+from controller.core.allocation_state import AllocationState, AllocationStatus
+from controller.core.conditions import ConditionType
+from controller.core.errors import Ec2Error, ErrorClass
+from controller.core.node_pool import BranchState
+from controller.core.retry_policy import RetryPolicy
+from controller.engine.allocation_driver import allocation_step
+from controller.engine.node_network import NodeNetwork
+from controller.settings import PoolSettings
+from controller.sim_fleet import NodeSpec, SimFleet
+
+
+def fleet(**kwargs: object) -> SimFleet:
+    return SimFleet(clock=ManualClock(1_000.0), latency=LatencyConfig.none(), **kwargs)  # type: ignore[arg-type]
+
+
+def ip_request(key: str, node: str = "n1", prefix: bool = False) -> AllocationRequest:
+    mode = AllocationMode.PREFIX_IP if prefix else AllocationMode.SECONDARY_IP
+    return AllocationRequest(key=key, node_name=node, mode=mode)
+
+
+def branch_request(key: str, groups: tuple[str, ...], node: str = "n1") -> AllocationRequest:
+    return AllocationRequest(
+        key=key, node_name=node, mode=AllocationMode.BRANCH_ENI, security_group_ids=groups
+    )
+
+
+def mutating_calls(f: SimFleet) -> int:
+    return sum(n for action, n in f.vpc.calls_by_action().items() if not action.startswith("Describe"))
+
+
+async def test_registration_pre_allocates_trunk_branches_and_prefixes() -> None:
+    f = fleet()
+    settings = PoolSettings(
+        enable_prefix_delegation=True, warm_prefix_target=2, enable_pod_eni=True, warm_branch_eni_target=3
+    )
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="c5.4xlarge", settings=settings)])
+    status = network.pool.status()
+    assert status.trunk_eni_id is not None
+    assert status.branch_warm == 3
+    assert status.free_ips == 32
+    trunk = f.vpc.network_interface(status.trunk_eni_id)
+    assert trunk is not None and trunk.interface_type.value == "trunk"
+    assert trunk.attachment is not None and trunk.attachment.device_index == 7  # highest free index
+    assert {a.vlan_id for a in f.vpc.trunk_associations(status.trunk_eni_id)} == {1, 2, 3}
+    for eni in f.vpc.network_interfaces(tags={tagging.TAG_CLUSTER: "sim"}):
+        assert eni.tags[tagging.TAG_INSTANCE] == network.instance.instance_id
+        assert eni.tags[tagging.TAG_OWNER] == "n1"
+
+
+async def test_a_warm_pool_serves_without_any_ec2_call() -> None:
+    f = fleet()
+    settings = PoolSettings(
+        enable_prefix_delegation=True, warm_prefix_target=2, enable_pod_eni=True, warm_branch_eni_target=3
+    )
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="c5.4xlarge", settings=settings)])
+    group = network.default_security_group_ids
+    before = f.vpc.calls_by_action()
+    first = await network.allocate(ip_request("ns/a", prefix=True))
+    branch = await network.allocate(branch_request("ns/b", group))
+    assert f.vpc.calls_by_action() == before
+    assert first.prefix is not None and branch.vlan_id is not None
+
+
+async def test_released_branch_is_reused_after_cool_down_with_one_modify_for_new_groups() -> None:
+    f = fleet()
+    settings = PoolSettings(enable_pod_eni=True, warm_branch_eni_target=1, branch_cooldown_s=30)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="m5.large", settings=settings)])
+    clock = f.clock
+    assert isinstance(clock, ManualClock)
+    first = await network.allocate(branch_request("ns/a", (f.app_groups[0],)))
+    await network.release("ns/a")
+    assert network.pool.branches[first.eni_id].state is BranchState.COOLING
+    clock.advance(31)
+    await network.reconcile()
+    modifies = f.vpc.calls_by_action().get("ModifyNetworkInterfaceAttribute", 0)
+    second = await network.allocate(branch_request("ns/b", (f.app_groups[1],)))
+    assert second.eni_id == first.eni_id  # reused, not recreated
+    assert f.vpc.calls_by_action()["ModifyNetworkInterfaceAttribute"] == modifies + 1
+    eni = f.vpc.network_interface(second.eni_id)
+    assert eni is not None and eni.security_group_ids == (f.app_groups[1],)
+    # the same key asks again: same answer, nothing new
+    assert await network.allocate(branch_request("ns/b", (f.app_groups[1],))) == second
+
+
+async def test_a_fragmented_subnet_is_capacity_and_the_pod_waits_visibly_then_gets_its_address() -> None:
+    f = SimFleet(clock=ManualClock(1_000.0), latency=LatencyConfig.none(), subnet_cidr="10.1.0.0/24")
+    settings = PoolSettings(enable_prefix_delegation=True, warm_prefix_target=1)
+    (network,) = await f.register_all([NodeSpec(name="n1", settings=settings)])
+    held = [await network.allocate(ip_request(f"ns/p{i}", prefix=True)) for i in range(16)]
+    assert len({r.ip for r in held}) == 16
+    # every remaining /28 keeps at least one address taken: free addresses, no aligned block
+    occupied = f.vpc.fragment(f.subnet.subnet_id, keep_free_per_block=15, seed=3)
+    assert f.vpc.free_addresses(f.subnet.subnet_id) > 0
+    assert f.vpc.free_aligned_prefixes(f.subnet.subnet_id) == 0
+    status = AllocationStatus.new(f.clock.now())
+    policy, rng = RetryPolicy(), random.Random(1)
+    step = await allocation_step(status, ip_request("ns/late", prefix=True), network, policy=policy, rng=rng)
+    assert step.status.state is AllocationState.WAITING_FOR_CAPACITY
+    assert step.status.reason == "InsufficientCidrBlocks"
+    assert step.status.last_error is not None and step.status.last_error.error_class is ErrorClass.CAPACITY
+    ready = step.status.condition(ConditionType.READY)
+    assert ready is not None and ready.status == "False" and ready.reason == "InsufficientCidrBlocks"
+    assert step.retry_in is not None and step.retry_in > 0
+    # space frees up; the retry succeeds
+    f.vpc.vacate(f.subnet.subnet_id, occupied)
+    f.clock.advance(step.retry_in)  # type: ignore[attr-defined]
+    again = await allocation_step(
+        step.status, ip_request("ns/late", prefix=True), network, policy=policy, rng=rng
+    )
+    assert again.status.state is AllocationState.ALLOCATED
+
+
+async def test_throttling_past_the_inline_retries_moves_to_retrying() -> None:
+    f = fleet()
+    (network,) = await f.register_all(
+        [NodeSpec(name="n1", settings=PoolSettings(enable_pod_eni=True, warm_branch_eni_target=0))]
+    )
+    f.vpc.inject(
+        "CreateNetworkInterface", "RequestLimitExceeded", "Request limit exceeded.", times=20, http_status=503
+    )
+    step = await allocation_step(
+        AllocationStatus.new(f.clock.now()),
+        branch_request("ns/a", (f.app_groups[0],)),
+        network,
+        policy=RetryPolicy(),
+        rng=random.Random(2),
+    )
+    assert step.status.state is AllocationState.RETRYING
+    assert step.status.reason == "RequestLimitExceeded"
+    assert f.census().total == 1  # only the trunk: the failed create left nothing
+
+
+async def test_permanent_error_fails_with_the_ec2_code_and_message() -> None:
+    f = fleet()
+    (network,) = await f.register_all(
+        [NodeSpec(name="n1", settings=PoolSettings(enable_pod_eni=True, warm_branch_eni_target=0))]
+    )
+    step = await allocation_step(
+        AllocationStatus.new(f.clock.now()),
+        branch_request("ns/a", ("sg-0000000000badbad0",)),
+        network,
+        policy=RetryPolicy(),
+        rng=random.Random(2),
+    )
+    assert step.status.state is AllocationState.FAILED
+    assert step.status.last_error is not None
+    assert step.status.last_error.code == "InvalidSecurityGroupID.NotFound"
+    assert "sg-0000000000badbad0" in step.status.last_error.message
+    assert step.retry_in is None
+
+
+async def test_a_lost_create_response_is_found_again_by_its_client_token() -> None:
+    f = fleet()
+    (network,) = await f.register_all(
+        [NodeSpec(name="n1", settings=PoolSettings(enable_pod_eni=True, warm_branch_eni_target=0))]
+    )
+    # EC2 creates the ENI but the answer is lost (a timeout); the retry reuses the client token
+    f.vpc.inject(
+        "CreateNetworkInterface",
+        "InternalError",
+        "An internal error has occurred.",
+        http_status=500,
+        after_effect=True,
+    )
+    resources = await network.allocate(branch_request("ns/a", (f.app_groups[0],)))
+    branches = f.vpc.network_interfaces(tags={tagging.TAG_ROLE: "branch"})
+    assert [b.eni_id for b in branches] == [resources.eni_id]
+
+
+async def test_after_a_restart_the_pool_is_rebuilt_from_ec2_and_no_address_is_given_twice() -> None:
+    f = fleet()
+    settings = PoolSettings(
+        enable_prefix_delegation=True, warm_prefix_target=1, enable_pod_eni=True, warm_branch_eni_target=2
+    )
+    (old,) = await f.register_all([NodeSpec(name="n1", instance_type="c5.4xlarge", settings=settings)])
+    held = {f"ns/p{i}": await old.allocate(ip_request(f"ns/p{i}", prefix=True)) for i in range(20)}
+    held["ns/b"] = await old.allocate(branch_request("ns/b", (f.app_groups[0],)))
+    await old.close()  # the old process stops; its pool was topped up before it did
+    await old.reconcile()
+    calls_before = mutating_calls(f)
+    # the controller restarts: a fresh runtime for the same instance, fed the PNAs' records
+    new = NodeNetwork(
+        ec2=f.vpc,
+        clock=f.clock,
+        limits=old.pool.limits,
+        settings=settings,
+        node_name="n1",
+        instance=old.instance,
+        subnet_cidr=f.subnet.cidr_block,
+        cluster_name="sim",
+        rng=random.Random(9),
+    )
+    await new.recover_from_ec2()
+    for key, resources in held.items():
+        assert new.restore(key, resources)
+    assert new.pool.trunk_eni_id == old.pool.trunk_eni_id
+    assert set(new.pool.branches) == set(old.pool.branches)
+    assert new.pool.status() == old.pool.status()
+    new.registered = True
+    await new.reconcile()
+    fresh = [await new.allocate(ip_request(f"ns/q{i}", prefix=True)) for i in range(10)]
+    assert not {r.ip for r in fresh} & {r.ip for r in held.values()}
+    assert mutating_calls(f) - calls_before <= 2  # at most a top-up, never a rebuild
+
+
+async def test_drain_releases_everything() -> None:
+    f = fleet()
+    settings = PoolSettings(warm_ip_target=20, enable_pod_eni=True, warm_branch_eni_target=2)
+    (network,) = await f.register_all([NodeSpec(name="n1", settings=settings)])
+    await network.allocate(branch_request("ns/b", (f.app_groups[0],)))
+    await network.allocate(ip_request("ns/a"))
+    assert f.census().total > 0
+    assert await network.drain() == []
+    assert f.census().total == 0
+    primary = f.vpc.network_interface(network.instance.primary_eni_id)
+    assert primary is not None and primary.secondary_ips == ()
+
+
+async def test_a_node_that_cannot_trunk_fails_branch_requests_permanently() -> None:
+    f = fleet()
+    (network,) = await f.register_all(
+        [NodeSpec(name="n1", instance_type="t3.medium", settings=PoolSettings(enable_pod_eni=True))]
+    )
+    with pytest.raises(Ec2Error) as caught:
+        await network.allocate(branch_request("ns/a", (f.app_groups[0],)))
+    assert caught.value.code == "NodeCannotTrunk"
+    assert caught.value.error_class is ErrorClass.PERMANENT
