@@ -565,13 +565,12 @@ class NodeNetwork:
         self._background = self._refill = asyncio.ensure_future(self.reconcile())
 
     async def close(self) -> None:
-        for task in (self._background, self._refill):
-            if task is not None and not task.done():
-                task.cancel()
+        """Stop background work. In-flight steps finish: cancelling one mid-call could orphan an ENI."""
+        self.registered = False  # no new background top-ups
         for task in (self._background, self._refill):
             if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Ec2Error):
-                    await task
+                with contextlib.suppress(Ec2Error):
+                    await asyncio.shield(task)
 
     # ----- node removal ----------------------------------------------------------------------------
     async def drain(self) -> list[str]:

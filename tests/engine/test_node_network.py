@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -237,3 +238,24 @@ async def test_a_node_that_cannot_trunk_fails_branch_requests_permanently() -> N
         await network.allocate(branch_request("ns/a", (f.app_groups[0],)))
     assert caught.value.code == "NodeCannotTrunk"
     assert caught.value.error_class is ErrorClass.PERMANENT
+
+
+def test_drain_while_a_background_top_up_is_in_flight_leaks_nothing() -> None:
+    from controller.research.virtual_time import run_virtual
+
+    async def scenario() -> tuple[int, int]:
+        f = SimFleet(seed=5, latency=LatencyConfig())  # real per-call latencies, in virtual time
+        settings = PoolSettings(enable_pod_eni=True, warm_branch_eni_target=2)
+        (network,) = await f.register_all([NodeSpec(name="n1", settings=settings)])
+        await network.allocate(branch_request("ns/a", (f.app_groups[0],)))
+        await network.allocate(branch_request("ns/b", (f.app_groups[1],)))
+        branches_before = f.census().branch
+        while f.census().branch == branches_before:
+            await asyncio.sleep(0.01)  # the top-up's ENI now exists; its association is in flight
+        in_flight = network._background is not None and not network._background.done()
+        problems = await network.drain()
+        return int(in_flight), len(problems) + f.census().total
+
+    in_flight, leftovers = run_virtual(scenario())
+    assert in_flight == 1, "the scenario must catch a top-up mid-flight"
+    assert leftovers == 0
