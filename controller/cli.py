@@ -165,6 +165,14 @@ def plan(
         console.print(f"  note: {note}")
 
 
+@app.command()
+def demo() -> None:
+    """Run the embedded default: no cluster, no AWS account."""
+    from controller.demo import run_demo
+
+    run_demo()
+
+
 def main() -> None:
     app()
 
