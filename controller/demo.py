@@ -51,7 +51,7 @@ async def simulated_run(console: Console, pods_per_node: int = 6) -> None:
     console.print(table)
     policy, rng = RetryPolicy(), random.Random(7)
     assigned = Table(
-        title="Assigned to pods: addresses come from the warm pool; a branch ENI whose groups differ gets one modify"
+        title="Assigned to pods: from the warm pool; a warm branch ENI with other groups gets one modify"
     )
     for column in ("pod", "node", "mode", "IP", "ENI", "VLAN", "state", "t (s)"):
         assigned.add_column(column)
