@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -155,9 +155,18 @@ class NodeNetwork:
                 await self.clock.sleep(self._rng.uniform(0, min(8.0, 0.25 * 2**attempt)))
 
     # ----- registration and recovery -------------------------------------------------------------
-    async def register(self) -> ExecutionReport:
-        """Adopt what EC2 already has for this instance (after a restart), then pre-allocate."""
+    async def register(
+        self, holdings: Mapping[str, AssignedResources] | None = None, *, lost: list[str] | None = None
+    ) -> ExecutionReport:
+        """Adopt what EC2 already has for this instance and what the PNAs say pods hold, then pre-allocate.
+
+        Holdings are restored before the first plan, so no recorded address is handed out again.
+        Keys whose resources the pool no longer has are appended to `lost`.
+        """
         await self.recover_from_ec2()
+        for key, resources in (holdings or {}).items():
+            if not self.restore(key, resources) and lost is not None:
+                lost.append(key)
         self.registered = True
         return await self.reconcile()
 
@@ -189,8 +198,10 @@ class NodeNetwork:
                     a.branch_eni_id: a for a in await self.ec2.describe_trunk_associations(pool.trunk_eni_id)
                 }
             for eni in branches:
+                if eni.eni_id in pool.branches:
+                    continue  # already known (recovery ran before)
                 association = associations.get(eni.eni_id)
-                if association is None or eni.eni_id in pool.branches:
+                if association is None:
                     self.orphaned_enis.add(eni.eni_id)
                     continue
                 pool.add_branch(
