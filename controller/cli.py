@@ -166,6 +166,23 @@ def plan(
 
 
 @app.command()
+def sandbox(
+    nodes: Annotated[int, typer.Option(min=1, max=50, help="nodes to register")] = 3,
+    pods: Annotated[
+        int, typer.Option(min=1, max=2000, help="pods to create, a third matched by a SecurityGroupPolicy")
+    ] = 24,
+    output: Annotated[Output, typer.Option(help="table or json")] = Output.TABLE,
+    wide: Annotated[bool, typer.Option("--wide", help="show the -o wide columns")] = False,
+) -> None:
+    """The real controller against an in-process Kubernetes API and a simulated VPC."""
+    from controller.k8s.sandbox_run import sandbox_main
+
+    summary = sandbox_main(nodes=nodes, pods=pods, output=output.value, wide=wide)
+    if summary.pod_writes or summary.leaked_enis or summary.allocated != pods:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo() -> None:
     """Run the embedded default: no cluster, no AWS account."""
     from controller.demo import run_demo

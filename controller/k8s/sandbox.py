@@ -90,7 +90,7 @@ class Sandbox:
         seed: int = 1,
         latency: LatencyConfig | None = None,
         workers: int = 16,
-        reconcile_interval_s: float = 5.0,
+        reconcile_interval_s: float = 2.0,
     ) -> None:
         self.emulator = KubeApiEmulator()
         self._server = EmulatorThread(self.emulator)
