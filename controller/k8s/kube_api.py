@@ -192,6 +192,57 @@ class KubeApi:
             raise
         return list(found.get("items") or [])
 
+    # ----- Leases (leader election) ---------------------------------------------------------------
+    async def get_lease(
+        self, namespace: str, name: str, *, timeout_s: float | None = None
+    ) -> JsonObject | None:
+        """The Lease as JSON (camelCase keys, times as ISO strings); None when there is none."""
+        try:
+            lease = await self._call(
+                self.coordination.read_namespaced_lease, name, namespace, _request_timeout=timeout_s
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        found: JsonObject = self.api_client.sanitize_for_serialization(lease)
+        return found
+
+    async def create_lease(
+        self, namespace: str, body: JsonObject, *, timeout_s: float | None = None
+    ) -> JsonObject | None:
+        """Create; None if a Lease of that name already exists (another candidate got there first)."""
+        self._count("create", "leases")
+        try:
+            lease = await self._call(
+                self.coordination.create_namespaced_lease, namespace, body, _request_timeout=timeout_s
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        created: JsonObject = self.api_client.sanitize_for_serialization(lease)
+        return created
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: JsonObject, *, timeout_s: float | None = None
+    ) -> JsonObject | None:
+        """PUT; None on 409 (the body's ``metadata.resourceVersion`` is stale: someone else wrote first).
+
+        A missing Lease raises ``ApiException`` (404).
+        """
+        self._count("update", "leases")
+        try:
+            lease = await self._call(
+                self.coordination.replace_namespaced_lease, name, namespace, body, _request_timeout=timeout_s
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        replaced: JsonObject = self.api_client.sanitize_for_serialization(lease)
+        return replaced
+
     # ----- Events ---------------------------------------------------------------------------------
     async def post_event(
         self, involved: Mapping[str, Any], *, event_type: str, reason: str, message: str
