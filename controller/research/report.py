@@ -1,0 +1,293 @@
+"""Presenting a comparison: the stdout table, the JSON object, and the `--out DIR` files.
+
+`--out DIR` writes:
+- results.json: the full `ComparisonResult` (deterministic: byte-identical for the same seed and
+  parameters);
+- performance.json: the simulation's own wall time and peak memory (not deterministic, kept apart);
+- report.md: the table, the targets, the parameters (scenario, RC's from the field notes, and the
+  marked assumptions), the method, and the plots;
+- cdf_time_to_ready.png, ec2_calls_over_time.png, pods_ready_over_time.png.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from controller.research.compare import ComparisonResult, RunPerformance
+from controller.research.metrics import ApproachMetrics
+from controller.research.scenarios import SCENARIO_DESCRIPTIONS, parameter_rows
+
+BULKY_FIELDS = {"ready_times_s", "ec2_series", "ready_series", "stuck_pods"}
+PLOT_FILES = ("cdf_time_to_ready.png", "ec2_calls_over_time.png", "pods_ready_over_time.png")
+MAX_REASON_CHARS = 160
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def _short(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def table_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per metric, one column per approach."""
+    names = list(result.runs)
+    metrics: list[ApproachMetrics] = [result.runs[n].metrics for n in names]
+    rows: list[list[str]] = []
+
+    def add(label: str, values: list[str]) -> None:
+        rows.append([label, *values])
+
+    add("pods", [str(m.pods_total) for m in metrics])
+    add("pods network-ready", [str(m.pods_ready) for m in metrics])
+    add("pods stuck at the end", [str(m.pods_stuck) for m in metrics])
+    reasons = sorted({r for m in metrics for r in m.stuck_reasons})
+    for reason in reasons:
+        add(f"  stuck: {_short(reason)}", [str(m.stuck_reasons.get(reason, 0)) for m in metrics])
+    for label, attr in (
+        ("p50", "p50_ready_s"),
+        ("p95", "p95_ready_s"),
+        ("p99", "p99_ready_s"),
+        ("max", "max_ready_s"),
+    ):
+        add(f"time to network-ready {label} (s)", [_fmt(getattr(m, attr)) for m in metrics])
+    add("EC2 calls", [str(m.ec2_calls_total) for m in metrics])
+    add("EC2 mutating calls", [str(m.ec2_mutating_calls) for m in metrics])
+    actions = sorted({a for m in metrics for a in m.ec2_calls})
+    for action in actions:
+        add(f"  {action}", [str(m.ec2_calls.get(action, 0)) for m in metrics])
+    add("EC2 throttled calls", [str(m.ec2_throttled_total) for m in metrics])
+    add("Kubernetes writes to Pod objects", [str(m.pod_writes) for m in metrics])
+    add("Kubernetes writes (all)", [str(m.k8s_writes) for m in metrics])
+    kinds = sorted({k for m in metrics for k in m.k8s_writes_by_kind})
+    for kind in kinds:
+        add(f"  {kind}", [str(m.k8s_writes_by_kind.get(kind, 0)) for m in metrics])
+    add("Kubernetes objects created", [str(m.objects_created) for m in metrics])
+    add("HTTP 409 Conflict", [str(m.conflicts_409) for m in metrics])
+    add("HTTP 422 Invalid", [str(m.invalid_422) for m in metrics])
+    add("ENIs created / deleted", [f"{m.enis.created} / {m.enis.deleted}" for m in metrics])
+    add(
+        "ENIs in use / pooled / leaked",
+        [f"{m.enis.in_use} / {m.enis.pooled} / {m.enis.leaked}" for m in metrics],
+    )
+    add("simulated time to settle (s)", [_fmt(m.simulated_end_s) for m in metrics])
+    extra_keys = sorted({k for m in metrics for k in m.extra})
+    for key in extra_keys:
+        add(f"  {key}", [str(m.extra.get(key, "—")) for m in metrics])
+    return ["metric", *names], rows
+
+
+def render_table(result: ComparisonResult, performance: RunPerformance | None = None) -> str:
+    header, rows = table_rows(result)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"netalloc compare — scenario {result.scenario.value}, seed {result.seed}, "
+        f"scale {result.params.scale:g}",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append("")
+    for check in result.targets:
+        status = {True: "MET", False: "NOT MET", None: "n/a"}[check.met]
+        lines.append(f"[{status}] {check.target}: {check.measured}")
+    if performance is not None:
+        lines.append(_performance_line(performance))
+    return "\n".join(lines)
+
+
+def _performance_line(performance: RunPerformance) -> str:
+    per = ", ".join(f"{k} {v:.2f} s" for k, v in performance.wall_s.items())
+    return (
+        f"simulation wall time {performance.total_wall_s:.2f} s ({per}); "
+        f"peak memory (max RSS) {performance.peak_rss_mb:.0f} MiB"
+    )
+
+
+def summary_object(result: ComparisonResult, performance: RunPerformance | None = None) -> dict[str, Any]:
+    """The `--output json` object: every metric per approach except the bulky series."""
+    approaches = {
+        name: {
+            **run.metrics.model_dump(mode="json", exclude=BULKY_FIELDS),
+            "stuck_pods_sample": [p.model_dump(mode="json") for p in run.metrics.stuck_pods[:5]],
+            "workload": run.workload.model_dump(mode="json"),
+        }
+        for name, run in result.runs.items()
+    }
+    out: dict[str, Any] = {
+        "scenario": result.scenario.value,
+        "seed": result.seed,
+        "params": result.params.model_dump(mode="json"),
+        "approaches": approaches,
+        "targets": [t.model_dump(mode="json") for t in result.targets],
+    }
+    if performance is not None:
+        out["performance"] = performance.model_dump(mode="json")
+    return out
+
+
+def results_json(result: ComparisonResult) -> str:
+    """results.json: deterministic (sorted keys, fixed separators, no wall-clock figures)."""
+    return json.dumps(result.model_dump(mode="json"), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def write_plots(result: ComparisonResult, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    title = f"{result.scenario.value} (seed {result.seed}, scale {result.params.scale:g})"
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, run in result.runs.items():
+        times = run.metrics.ready_times_s
+        if times:
+            total = run.metrics.pods_total
+            ax.step(times, [(i + 1) / total for i in range(len(times))], where="post", label=name)
+    ax.set_xlabel("time to network-ready (s)")
+    ax.set_ylabel("fraction of pods")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"CDF of time to network-ready — {title}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out_dir / PLOT_FILES[0]))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, run in result.runs.items():
+        calls = run.metrics.ec2_series.get("calls", [])
+        throttled = run.metrics.ec2_series.get("throttled", [])
+        ax.plot([p.t_s for p in calls], [p.value for p in calls], label=f"{name}: calls/s")
+        ax.plot(
+            [p.t_s for p in throttled],
+            [p.value for p in throttled],
+            linestyle="--",
+            label=f"{name}: throttled/s",
+        )
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("EC2 requests per second (5 s bins)")
+    ax.set_title(f"EC2 calls and throttles — {title}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out_dir / PLOT_FILES[1]))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, run in result.runs.items():
+        series = run.metrics.ready_series
+        ax.step([0.0, *[p.t_s for p in series]], [0, *[p.value for p in series]], where="post", label=name)
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("pods network-ready")
+    ax.set_title(f"Pods ready over time — {title}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out_dir / PLOT_FILES[2]))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def render_markdown(result: ComparisonResult, performance: RunPerformance | None) -> str:
+    header, rows = table_rows(result)
+    lines = [
+        f"# netalloc compare: {result.scenario.value}",
+        "",
+        SCENARIO_DESCRIPTIONS[result.scenario],
+        "",
+        "## Results",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["", "## Targets", ""]
+    for check in result.targets:
+        status = {True: "met", False: "**not met**", None: "not applicable at these parameters"}[check.met]
+        lines.append(f"- {check.target}: {check.measured} — {status}")
+    baseline = result.baseline_params
+    lines += [
+        "",
+        "## Published figure beside the simulated one",
+        "",
+        f"- RC's release gate (field notes §2): {baseline.release_gate_pods} SGP pods Ready within "
+        f"{baseline.release_gate_s:g} s.",
+    ]
+    base = result.runs.get("annotation")
+    if base is not None:
+        lines.append(
+            f"- Simulated here ({base.metrics.implementation}): {base.metrics.pods_ready} of "
+            f"{base.metrics.pods_total} pods network-ready, "
+            f"the last after {_fmt(base.metrics.max_ready_s)} s "
+            f"(p99 {_fmt(base.metrics.p99_ready_s)} s)."
+        )
+    lines += ["", "## Parameters", "", "### Scenario", ""]
+    lines += [f"- {k}: {v}" for k, v in parameter_rows(result.params)]
+    lines += ["", "### Annotation baseline (RC), from field notes §2", ""]
+    lines += [f"- {k}: {v}" for k, v in baseline.field_notes_items()]
+    lines += ["", "### Assumptions (not in the field notes)", ""]
+    lines += [f"- {k}: {v}" for k, v in baseline.assumption_items()]
+    lines += [
+        "- netalloc's EC2 client: the same 12 QPS / burst 18 bucket and 3 SDK attempts as its boto3 adapter "
+        "(`Boto3Ec2.from_config`).",
+        "- API request latency (both approaches, every request): log-normal through RC's measured annotate "
+        "latency p50 and p99.",
+        "- The scheduler binds without a client-side limit; pod creation, binding and deletion are the "
+        "workload's and are not counted as either approach's writes.",
+        "",
+        "## Method",
+        "",
+        "A deterministic discrete-event simulation: asyncio on a virtual-time event loop "
+        "(`controller/research/virtual_time.py`) — when nothing is ready the clock jumps to the next "
+        "timer. Every random draw comes from a `random.Random` seeded from the run's seed; nothing reads "
+        "the wall clock inside the simulation. Each approach runs alone against its own simulated VPC "
+        "(EC2's per-action token buckets, field notes §4, and per-call latency) and its own simulated "
+        "API server (resourceVersion and 409, pod admission with mutating webhooks on UPDATE, pod-update "
+        "validation answering a real kube-apiserver's 422, watch delivery delay, per-client QPS buckets). "
+        "The workload (nodes, pods, scheduler, rollout, other tenants, crash) is the same for both.",
+        "",
+        "- annotation: " + (base.metrics.implementation if base else "") + ".",
+        "- crd: " + (result.runs["crd"].metrics.implementation if "crd" in result.runs else "") + ".",
+        "",
+        "Time to network-ready runs from pod creation until the node's CNI can see the pod's network "
+        "(the annotation, or the PodNetworkAllocation in state Allocated) through its watch. A pod is "
+        "stuck when it is not network-ready when the run settles (every pod ready, or its allocator gave "
+        "up) or hits the virtual time limit; its reason is what its user can see. ENIs are counted "
+        "60 s after the workload settled, at a moment the allocator has no operation in flight (waiting "
+        "at most 600 s more), so in-flight calls finish: created − deleted must equal "
+        "in use + pooled + leaked, where leaked means made by the allocator and unknown to its state.",
+        "",
+        "results.json is byte-identical for the same seed and parameters; the simulation's own wall "
+        "time and peak memory are in performance.json.",
+    ]
+    if performance is not None:
+        lines += ["", "## Cost of this run", "", "- " + _performance_line(performance)]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name}]({name})" for name in PLOT_FILES]
+    lines += ["", f"The exact 422 message modelled: `{result.exact_422_message_example}`", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(result: ComparisonResult, performance: RunPerformance, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    results_path = out_dir / "results.json"
+    results_path.write_text(results_json(result), encoding="utf-8")
+    written.append(results_path)
+    perf_path = out_dir / "performance.json"
+    perf_path.write_text(performance.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    written.append(perf_path)
+    written += write_plots(result, out_dir)
+    report_path = out_dir / "report.md"
+    report_path.write_text(render_markdown(result, performance), encoding="utf-8")
+    written.append(report_path)
+    return written

@@ -1,0 +1,180 @@
+"""The scenarios `netalloc compare` runs, each with documented parameters and defaults sized to run
+in seconds. `--scale` multiplies nodes and pods (and subnet room where the scenario needs it)."""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.ports.ec2 import InstanceTypeInfo
+
+
+class ScenarioName(StrEnum):
+    BATCH_SCALE_UP = "batch-scale-up"
+    ADMISSION_CONFLICT = "admission-conflict"
+    PREFIX_EXHAUSTION = "prefix-exhaustion"
+    ROLLOUT_CHURN = "rollout-churn"
+    CONTROLLER_RESTART = "controller-restart"
+
+
+SCENARIO_DESCRIPTIONS: dict[ScenarioName, str] = {
+    ScenarioName.BATCH_SCALE_UP: (
+        "N nodes register at once, then each gets K pods with security groups (SGP pods)."
+    ),
+    ScenarioName.ADMISSION_CONFLICT: (
+        "As batch-scale-up, plus a Kyverno-like policy that adds a preStop hook on pod UPDATE to a "
+        "fraction of the pods."
+    ),
+    ScenarioName.PREFIX_EXHAUSTION: (
+        "Prefix delegation on a subnet that is nearly full and fragmented (many free addresses, few "
+        "free aligned /28s); pods keep arriving; later, other tenants' deletions free space."
+    ),
+    ScenarioName.ROLLOUT_CHURN: (
+        "A Deployment of SGP pods is running; a rolling update replaces every pod (max surge 25%, "
+        "max unavailable 0). Measured from the start of the rollout."
+    ),
+    ScenarioName.CONTROLLER_RESTART: (
+        "As batch-scale-up; the allocator's controller dies mid-burst and restarts after a delay."
+    ),
+}
+
+# DescribeInstanceTypes facts for the types the scenarios use (field notes §3).
+INSTANCE_TYPES: dict[str, InstanceTypeInfo] = {
+    "m5.large": InstanceTypeInfo(instance_type="m5.large", max_enis=3, ipv4_per_eni=10, vcpus=2, nitro=True),
+    "c5.4xlarge": InstanceTypeInfo(
+        instance_type="c5.4xlarge", max_enis=8, ipv4_per_eni=30, vcpus=16, nitro=True
+    ),
+}
+
+
+class ScenarioParams(BaseModel):
+    """Every knob of a scenario. Fields that a scenario does not use keep their defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ScenarioName
+    scale: float = Field(default=1.0, gt=0)
+    nodes: int = Field(default=50, ge=1, description="nodes that register at t=0")
+    pods_per_node: int = Field(default=20, ge=0, description="pods created per node at t=0")
+    instance_type: str = Field(default="c5.4xlarge", description="c5.4xlarge: 54 branch ENIs")
+    subnet_cidr: str = "10.0.0.0/16"
+    namespace: str = "apps"
+    watch_delay_s: float = Field(default=0.05, ge=0, description="watch event delivery delay")
+    horizon_s: float = Field(default=14_400.0, gt=0, description="virtual time limit of one run")
+    # admission-conflict
+    prestop_fraction: float = Field(default=0.0, ge=0, le=1, description="pods the preStop policy selects")
+    # prefix-exhaustion
+    prefix_delegation: bool = False
+    pod_interval_s: float = Field(default=0.0, ge=0, description="time between pod arrivals (0: all at once)")
+    fragment_keep_free_per_block: int = Field(default=8, ge=0, le=16)
+    initial_free_prefixes: int = Field(default=4, ge=0, description="aligned /28s left free at the start")
+    free_at_s: float = Field(default=300.0, ge=0, description="when other tenants free space")
+    free_block_fraction: float = Field(default=0.5, ge=0, le=1, description="share of blocks they free")
+    # rollout-churn
+    replicas: int = Field(default=0, ge=0)
+    max_surge_fraction: float = Field(default=0.25, gt=0, le=1)
+    # controller-restart
+    crash_at_s: float | None = None
+    restart_delay_s: float = Field(default=30.0, ge=0)
+    # crd side
+    crd_warm_branch_eni_target: int = Field(
+        default=4, ge=0, description="PoolSettings.warm_branch_eni_target (netalloc's default)"
+    )
+    crd_k8s_client_qps: float | None = Field(
+        default=None, description="netalloc's Kubernetes client QPS (None: kopf/aiohttp has no client limit)"
+    )
+    crd_k8s_client_burst: int | None = None
+
+    @property
+    def total_pods(self) -> int:
+        if self.name is ScenarioName.ROLLOUT_CHURN:
+            return self.replicas
+        return self.nodes * self.pods_per_node
+
+
+def default_params(name: ScenarioName) -> ScenarioParams:
+    if name is ScenarioName.BATCH_SCALE_UP:
+        return ScenarioParams(name=name)
+    if name is ScenarioName.ADMISSION_CONFLICT:
+        return ScenarioParams(name=name, prestop_fraction=0.2)
+    if name is ScenarioName.PREFIX_EXHAUSTION:
+        return ScenarioParams(
+            name=name,
+            nodes=10,
+            pods_per_node=12,
+            instance_type="m5.large",
+            subnet_cidr="10.0.0.0/22",
+            prefix_delegation=True,
+            pod_interval_s=0.5,
+        )
+    if name is ScenarioName.ROLLOUT_CHURN:
+        return ScenarioParams(name=name, nodes=50, pods_per_node=0, replicas=1000)
+    return ScenarioParams(name=name, crash_at_s=20.0, restart_delay_s=30.0)
+
+
+def scenario_params(name: ScenarioName | str, *, scale: float = 1.0, **overrides: object) -> ScenarioParams:
+    """The defaults of `name`, with `overrides`, then scaled (nodes, pods, replicas, subnet room)."""
+    base = default_params(ScenarioName(name))
+    merged = base.model_copy(update=overrides) if overrides else base
+    params = ScenarioParams.model_validate(merged.model_dump())
+    if scale == 1.0:
+        return params
+    update: dict[str, object] = {
+        "scale": scale,
+        "nodes": max(1, round(params.nodes * scale)),
+        "replicas": round(params.replicas * scale),
+    }
+    if params.name is ScenarioName.PREFIX_EXHAUSTION:
+        network, length = params.subnet_cidr.split("/")
+        grow = max(0, math.ceil(math.log2(scale))) if scale > 1 else 0
+        update["subnet_cidr"] = f"{network}/{max(16, int(length) - grow)}"
+        update["initial_free_prefixes"] = max(1, round(params.initial_free_prefixes * scale))
+    return ScenarioParams.model_validate({**params.model_dump(), **update})
+
+
+def parameter_rows(params: ScenarioParams) -> list[tuple[str, str]]:
+    """The parameters that matter for this scenario, for the report."""
+    rows = [
+        ("scenario", params.name.value),
+        ("scale", f"{params.scale:g}"),
+        ("nodes", str(params.nodes)),
+        ("instance type", params.instance_type),
+        ("subnet", params.subnet_cidr),
+        ("watch delivery delay", f"{params.watch_delay_s:g} s"),
+        ("virtual time limit", f"{params.horizon_s:g} s"),
+    ]
+    if params.name is ScenarioName.ROLLOUT_CHURN:
+        rows += [
+            ("replicas", str(params.replicas)),
+            ("max surge", f"{params.max_surge_fraction:.0%}"),
+            ("max unavailable", "0"),
+        ]
+    else:
+        rows.append(("pods per node", str(params.pods_per_node)))
+    if params.prestop_fraction:
+        rows.append(("pods selected by the preStop policy", f"{params.prestop_fraction:.0%}"))
+    if params.prefix_delegation:
+        rows += [
+            ("pod arrival interval", f"{params.pod_interval_s:g} s"),
+            ("free addresses kept per /28 by other tenants", str(params.fragment_keep_free_per_block)),
+            ("free aligned /28s at the start", str(params.initial_free_prefixes)),
+            ("other tenants free space at", f"{params.free_at_s:g} s"),
+            ("share of their blocks freed", f"{params.free_block_fraction:.0%}"),
+        ]
+    if params.crash_at_s is not None:
+        rows += [
+            ("controller dies at", f"{params.crash_at_s:g} s"),
+            ("restarts after", f"{params.restart_delay_s:g} s"),
+        ]
+    rows += [
+        ("crd: warm branch ENI target", str(params.crd_warm_branch_eni_target)),
+        (
+            "crd: Kubernetes client limit",
+            "none (kopf)"
+            if params.crd_k8s_client_qps is None
+            else f"{params.crd_k8s_client_qps:g} QPS / burst {params.crd_k8s_client_burst}",
+        ),
+    ]
+    return rows

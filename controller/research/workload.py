@@ -1,0 +1,326 @@
+"""The simulated cluster around the allocator: nodes joining, pods arriving, a scheduler, a rolling
+update, other tenants in the subnet, a controller crash. Identical for every approach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import math
+import random
+import zlib
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from controller.clock import Clock
+from controller.research.api_server import (
+    NODE,
+    POD,
+    ApiClient,
+    ApiServer,
+    KubeObject,
+    NotFoundApiError,
+    ObjectKey,
+)
+from controller.research.approach import Approach
+from controller.research.baseline_params import POD_ENI_RESOURCE
+from controller.research.metrics import MetricsRecorder
+from controller.research.scenarios import ScenarioName, ScenarioParams
+from controller.research.security_group_policy import PRESTOP_POLICY_LABEL, make_policy
+from controller.research.sim_world import SimWorld
+from controller.research.virtual_time import spawn
+
+TARGET_NODE_LABEL = "sim/target-node"
+APP_LABEL = "app"
+
+
+class WorkloadOutcome(BaseModel):
+    """What the workload saw besides the per-pod metrics."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    end_s: float
+    settled: bool
+    waiting_at_checkpoint: int | None = None
+    waiting_with_capacity_reason: int | None = None
+    warmup_ready: int | None = None
+    warmup_end_s: float | None = None
+
+
+class Scheduler:
+    """Binds each pod to the node the workload chose for it, once that node can take it: a pod that
+    requests `vpc.amazonaws.com/pod-eni` waits until the node advertises that resource, and never
+    more of them than advertised. Bindings are not pod UPDATEs: no pod webhook sees them."""
+
+    def __init__(self, api: ApiServer) -> None:
+        self.api = api
+        self.client: ApiClient = api.client("kube-scheduler", qps=None, burst=None)
+        self.pending: dict[str, deque[KubeObject]] = {}
+        self.bound_eni_pods: dict[str, int] = {}
+        self.nodes: dict[str, KubeObject] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        api.watch(NODE, self._on_node)
+        api.watch(POD, self._on_pod)
+
+    def _on_node(self, event: str, node: KubeObject) -> None:
+        if event == "DELETED":
+            self.nodes.pop(node.name, None)
+            return
+        self.nodes[node.name] = node
+        self._try_bind(node.name)
+
+    def _on_pod(self, event: str, pod: KubeObject) -> None:
+        target = pod.labels.get(TARGET_NODE_LABEL, "")
+        if event == "DELETED":
+            if pod.spec.get("nodeName") and _requests_pod_eni(pod):
+                self.bound_eni_pods[target] = self.bound_eni_pods.get(target, 0) - 1
+                self._try_bind(target)
+            return
+        if event == "ADDED" and not pod.spec.get("nodeName"):
+            self.pending.setdefault(target, deque()).append(pod)
+            self._try_bind(target)
+
+    def _try_bind(self, node_name: str) -> None:
+        node = self.nodes.get(node_name)
+        queue = self.pending.get(node_name)
+        if node is None or not queue:
+            return
+        capacity_text = node.status.get("capacity", {}).get(POD_ENI_RESOURCE)
+        capacity = int(capacity_text) if capacity_text is not None else 0
+        while queue:
+            pod = queue[0]
+            if _requests_pod_eni(pod):
+                if self.bound_eni_pods.get(node_name, 0) >= capacity:
+                    return
+                self.bound_eni_pods[node_name] = self.bound_eni_pods.get(node_name, 0) + 1
+            queue.popleft()
+            spawn(self._bind(pod.key, node_name), name="bind", registry=self._tasks)
+
+    async def _bind(self, key: ObjectKey, node_name: str) -> None:
+        with contextlib.suppress(NotFoundApiError):
+            await self.client.bind(key, node_name)
+
+
+def _requests_pod_eni(pod: KubeObject) -> bool:
+    containers = pod.spec.get("containers", [])
+    return bool(containers) and POD_ENI_RESOURCE in containers[0].get("resources", {}).get("limits", {})
+
+
+class Workload:
+    """Drives one scenario against one approach in one virtual-time run."""
+
+    def __init__(
+        self,
+        *,
+        params: ScenarioParams,
+        world: SimWorld,
+        approach: Approach,
+        recorder: MetricsRecorder,
+        seed: int,
+    ) -> None:
+        self.params = params
+        self.world = world
+        self.api = world.api
+        self.clock: Clock = world.clock
+        self.approach = approach
+        self.recorder = recorder
+        self._rng = random.Random(seed ^ zlib.crc32(b"workload"))
+        self._pod_counter = 0
+        self._node_names: list[str] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.scheduler = Scheduler(self.api)
+        self._ready_listeners: list[Callable[[str], None]] = []
+
+    # ------------------------------------------------------------------ building blocks
+    def register_nodes(self, count: int) -> None:
+        for index in range(count):
+            name = f"node-{index:04d}"
+            instance = self.world.launch_node_instance()
+            self.api.apply_create(
+                KubeObject(
+                    kind=NODE,
+                    namespace="",
+                    name=name,
+                    labels={"node.kubernetes.io/instance-type": self.params.instance_type},
+                    spec={"providerID": instance.instance_id},
+                )
+            )
+            self._node_names.append(name)
+
+    def create_policy(self) -> None:
+        policy = make_policy(
+            self.params.namespace, "web-sgp", {APP_LABEL: "web"}, [self.world.pod_security_group]
+        )
+        self.world.policies.setdefault(policy.namespace, []).append(policy)
+        self.api.apply_create(policy)
+
+    def create_pod(self, node_name: str, *, version: str = "v1") -> str:
+        self._pod_counter += 1
+        name = f"web-{version}-{self._pod_counter:06d}"
+        labels = {APP_LABEL: "web", TARGET_NODE_LABEL: node_name, "version": version}
+        if self.params.prestop_fraction and self._rng.random() < self.params.prestop_fraction:
+            labels[PRESTOP_POLICY_LABEL] = "true"
+        pod = KubeObject(
+            kind=POD,
+            namespace=self.params.namespace,
+            name=name,
+            labels=labels,
+            spec={
+                "containers": [
+                    {"name": "app", "image": f"web:{version}", "resources": {"limits": {"cpu": "100m"}}}
+                ],
+                "serviceAccountName": "default",
+                "terminationGracePeriodSeconds": 30,
+            },
+        )
+        stored = self.api.apply_create(pod)
+        key = f"{stored.namespace}/{stored.name}"
+        self.recorder.pod_created(key, node_name)
+        return key
+
+    def delete_pod(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        if self.api.peek(POD, namespace, name) is not None:
+            self.api.apply_delete((POD, namespace, name))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        spawn(coro, name="workload", registry=self._tasks)
+
+    def settled(self) -> bool:
+        return all(self.approach.gave_up_on(key) for key in self.recorder.pending)
+
+    async def wait_settled(self, deadline: float, check_every_s: float = 1.0) -> bool:
+        while self.clock.now() < deadline:
+            if self.settled():
+                return True
+            await self.clock.sleep(check_every_s)
+        return self.settled()
+
+    async def _crash_and_restart(self, at_s: float, delay_s: float) -> None:
+        await self.clock.sleep(max(0.0, at_s - self.clock.now()))
+        await self.approach.crash()
+        await self.clock.sleep(delay_s)
+        self.approach.restart()
+
+    # ------------------------------------------------------------------ scenarios
+    async def run(self) -> WorkloadOutcome:
+        name = self.params.name
+        if name is ScenarioName.PREFIX_EXHAUSTION:
+            return await self._prefix_exhaustion()
+        if name is ScenarioName.ROLLOUT_CHURN:
+            return await self._rollout()
+        return await self._batch()
+
+    async def _batch(self) -> WorkloadOutcome:
+        params = self.params
+        self.create_policy()
+        self.approach.start()
+        self.register_nodes(params.nodes)
+        for node in self._node_names:
+            for _ in range(params.pods_per_node):
+                self.create_pod(node)
+        if params.crash_at_s is not None:
+            self._spawn(self._crash_and_restart(params.crash_at_s, params.restart_delay_s))
+            # Do not call the run settled before the restart happened.
+            await self.clock.sleep(params.crash_at_s + params.restart_delay_s)
+        settled = await self.wait_settled(params.horizon_s)
+        return WorkloadOutcome(end_s=self.clock.now(), settled=settled)
+
+    async def _prefix_exhaustion(self) -> WorkloadOutcome:
+        params = self.params
+        world = self.world
+        self.approach.start()
+        self.register_nodes(params.nodes)
+        taken = world.vpc.fragment(
+            world.subnet_id, keep_free_per_block=params.fragment_keep_free_per_block, seed=world.seed
+        )
+        blocks: dict[int, list[str]] = {}
+        for address in taken:
+            block = int(ipaddress.IPv4Address(address)) // 16
+            blocks.setdefault(block, []).append(address)
+        ordered = sorted(blocks)
+        # Spread the initially free /28s through the subnet: every k-th fragmented block is freed.
+        stride = max(1, len(ordered) // max(1, params.initial_free_prefixes))
+        initially_free = ordered[::stride][: params.initial_free_prefixes]
+        for block in initially_free:
+            world.vpc.vacate(world.subnet_id, blocks.pop(block))
+        arrivals = [
+            self._node_names[i % len(self._node_names)] for i in range(params.nodes * params.pods_per_node)
+        ]
+        self._spawn(self._arrive(arrivals, params.pod_interval_s))
+        await self.clock.sleep(params.free_at_s)
+        waiting = [key for key in self.recorder.pending]
+        with_reason = 0
+        for key in waiting:
+            namespace, name = key.split("/", 1)
+            pod = self.api.peek(POD, namespace, name)
+            if pod is not None and self.approach.shows_capacity_reason(pod):
+                with_reason += 1
+        remaining = sorted(blocks)
+        to_free = remaining[: math.ceil(len(remaining) * params.free_block_fraction)]
+        for block in to_free:
+            world.vpc.vacate(world.subnet_id, blocks.pop(block))
+        settled = await self.wait_settled(params.horizon_s)
+        return WorkloadOutcome(
+            end_s=self.clock.now(),
+            settled=settled,
+            waiting_at_checkpoint=len(waiting),
+            waiting_with_capacity_reason=with_reason,
+        )
+
+    async def _arrive(self, nodes: list[str], interval_s: float) -> None:
+        for node in nodes:
+            self.create_pod(node)
+            if interval_s > 0:
+                await self.clock.sleep(interval_s)
+
+    async def _rollout(self) -> WorkloadOutcome:
+        params = self.params
+        self.create_policy()
+        self.approach.start()
+        self.register_nodes(params.nodes)
+        nodes = self._node_names
+        old = [self.create_pod(nodes[i % len(nodes)], version="v1") for i in range(params.replicas)]
+        await self.wait_settled(params.horizon_s)
+        warmup_ready = len(self.recorder.ready)
+        warmup_end = self.clock.now()
+        self.recorder.reset_origin()
+        surge = max(1, math.ceil(params.replicas * params.max_surge_fraction))
+        ready_events: asyncio.Queue[str] = asyncio.Queue()
+        self.recorder.on_ready = ready_events.put_nowait
+        to_delete = deque(old)
+        created = 0
+        new_in_flight = 0
+        node_cycle = 0
+
+        def start_new() -> None:
+            nonlocal created, new_in_flight, node_cycle
+            self.create_pod(nodes[node_cycle % len(nodes)], version="v2")
+            node_cycle += 1
+            created += 1
+            new_in_flight += 1
+
+        while created < min(surge, params.replicas):
+            start_new()
+        deadline = self.clock.now() + params.horizon_s
+        while (created < params.replicas or new_in_flight) and self.clock.now() < deadline:
+            try:
+                await asyncio.wait_for(ready_events.get(), timeout=max(0.0, deadline - self.clock.now()))
+            except TimeoutError:
+                break
+            new_in_flight -= 1
+            if to_delete:
+                self.delete_pod(to_delete.popleft())
+            if created < params.replicas:
+                start_new()
+            if new_in_flight and self.settled():
+                break
+        self.recorder.on_ready = None
+        settled = await self.wait_settled(deadline)
+        return WorkloadOutcome(
+            end_s=self.clock.now(), settled=settled, warmup_ready=warmup_ready, warmup_end_s=warmup_end
+        )

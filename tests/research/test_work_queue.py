@@ -1,0 +1,45 @@
+"""client-go work queue semantics the RC model relies on."""
+
+from __future__ import annotations
+
+import asyncio
+
+from controller.clock import LoopClock
+from controller.research.virtual_time import run_virtual
+from controller.research.work_queue import RateLimitingQueue
+
+
+def _queue() -> RateLimitingQueue[str]:
+    return RateLimitingQueue(
+        LoopClock(), base_delay_s=0.005, max_delay_s=1000.0, overall_qps=10.0, overall_burst=100
+    )
+
+
+def test_an_item_queued_twice_is_processed_once_and_requeues_back_off_exponentially() -> None:
+    async def main() -> tuple[int, list[float]]:
+        queue = _queue()
+        queue.add("pod-a")
+        queue.add("pod-a")
+        assert len(queue) == 1
+        delays = [queue.when("pod-a") for _ in range(4)]
+        assert queue.num_requeues("pod-a") == 4
+        queue.forget("pod-a")
+        return queue.num_requeues("pod-a"), delays
+
+    requeues, delays = run_virtual(main())
+    assert requeues == 0
+    assert delays == [0.005, 0.01, 0.02, 0.04]
+
+
+def test_an_item_added_while_processing_runs_again_after_done() -> None:
+    async def main() -> list[str]:
+        queue = _queue()
+        queue.add("x")
+        got = [await queue.get()]
+        queue.add("x")  # while processing: held back
+        assert len(queue) == 0
+        queue.done("x")
+        got.append(await asyncio.wait_for(queue.get(), timeout=1))
+        return got
+
+    assert run_virtual(main()) == ["x", "x"]
