@@ -257,7 +257,10 @@ def plan_pool(pool: NodePool, now: float) -> PoolPlan:
     if settings.enable_pod_eni and limits.trunking and (pool.trunk_eni_id is not None or trunk_planned):
         counts = pool.branch_counts()
         room = limits.branch_enis - len(pool.branches)
-        missing = min(settings.warm_branch_eni_target - counts[BranchState.WARM], room)
+        # Cooling branches come back to warm after their cool-down: count them, rather than create
+        # now and delete the excess later (which costs five mutating calls per branch for nothing).
+        available = counts[BranchState.WARM] + counts[BranchState.COOLING]
+        missing = min(settings.warm_branch_eni_target - available, room)
         if missing > 0:
             actions.append(CreateBranches(count=missing))
             branch_excess_since = None

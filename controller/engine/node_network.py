@@ -121,6 +121,11 @@ class NodeNetwork:
         self.last_report: ExecutionReport | None = None
         self.orphaned_enis: set[str] = set()  # made by us, not in the pool, delete pending
         self.registered = False
+        self.draining = False
+        self._pool_lock = asyncio.Lock()  # one plan executes at a time; drain waits for it
+        # Warm branch ENIs are made with the groups pods on this node last asked for, so a pod of the
+        # same workload takes one without a ModifyNetworkInterfaceAttribute call.
+        self.warm_branch_groups = self.default_security_group_ids
 
     @property
     def node_name(self) -> str:
@@ -140,8 +145,9 @@ class NodeNetwork:
             allocation=allocation,
         )
 
-    async def _with_throttle_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _with_throttle_retries(self, call: Callable[[], Awaitable[T]], retries: int | None = None) -> T:
         """Retry throttled and transient errors a few times with capped, jittered backoff."""
+        limit = self._throttle_retries if retries is None else retries
         attempt = 0
         while True:
             try:
@@ -150,7 +156,7 @@ class NodeNetwork:
                 attempt += 1
                 if error.error_class not in (ErrorClass.THROTTLING, ErrorClass.TRANSIENT):
                     raise
-                if attempt > self._throttle_retries:
+                if attempt > limit:
                     raise
                 await self.clock.sleep(self._rng.uniform(0, min(8.0, 0.25 * 2**attempt)))
 
@@ -245,15 +251,18 @@ class NodeNetwork:
     # ----- planning and execution ----------------------------------------------------------------
     async def reconcile(self) -> ExecutionReport:
         """Bring the pool to its targets: expire cool-downs, plan, execute, report."""
-        now = self.clock.now()
-        self.pool.expire_cooldowns(now)
-        await self._delete_orphans()
-        plan = plan_pool(self.pool, now)
-        self.pool.excess_since = plan.excess_since
-        self.pool.branch_excess_since = plan.branch_excess_since
-        report = await self.execute(plan)
-        self.last_report = report
-        return report
+        async with self._pool_lock:
+            now = self.clock.now()
+            self.pool.expire_cooldowns(now)
+            if self.draining:
+                return ExecutionReport(plan=plan_pool(self.pool, now), completed=(), failed=())
+            await self._delete_orphans()
+            plan = plan_pool(self.pool, now)
+            self.pool.excess_since = plan.excess_since
+            self.pool.branch_excess_since = plan.branch_excess_since
+            report = await self.execute(plan)
+            self.last_report = report
+            return report
 
     async def execute(self, plan: PoolPlan) -> ExecutionReport:
         completed: list[str] = []
@@ -305,7 +314,7 @@ class NodeNetwork:
                 for _ in range(count):
                     if len(pool.branches) + self._pending_branch_creates >= pool.limits.branch_enis:
                         break
-                    await self._create_branch(pool.trunk_eni_id or "", self.default_security_group_ids, None)
+                    await self._create_branch(pool.trunk_eni_id or "", self.warm_branch_groups, None)
             case DeleteBranches(eni_ids=eni_ids):
                 for eni_id in eni_ids:
                     branch = pool.branches.get(eni_id)
@@ -384,7 +393,12 @@ class NodeNetwork:
             )
         self._reserved_vlans.add(vlan)
         self._pending_branch_creates += 1
-        token = stable_token(pool.instance_id, "branch", holder) if holder else self._token("branch")
+        # Stable within this process, so a retried create finds its earlier result; after a restart,
+        # recovery adopts or deletes what an earlier process made, and a new nonce avoids reusing it.
+        token = (
+            stable_token(pool.instance_id, self._nonce, "branch", holder) if holder else self._token("branch")
+        )
+        association_token = stable_token(token, "vlan", str(vlan))
         try:
             eni = await self._with_throttle_retries(
                 lambda: self.ec2.create_network_interface(
@@ -401,7 +415,7 @@ class NodeNetwork:
                         branch_eni_id=eni.eni_id,
                         trunk_eni_id=trunk_eni_id,
                         vlan_id=vlan,
-                        client_token=token,
+                        client_token=association_token,
                     )
                 )
             except Ec2Error:
@@ -473,6 +487,10 @@ class NodeNetwork:
         held = self.pool.holding_for(request.key)
         if held is not None:
             return held
+        if self.draining:
+            raise capacity_error(
+                "NodeDraining", f"node {self.node_name} is being drained; its pool takes no pods"
+            )
         if request.mode is AllocationMode.BRANCH_ENI:
             resources = await self._allocate_branch(request)
         else:
@@ -527,6 +545,7 @@ class NodeNetwork:
                     raise Ec2Error(problem.code, problem.message, action="Allocate")
                 raise capacity_error("TrunkNotReady", f"node {self.node_name} has no trunk ENI yet")
         groups = request.sorted_groups or self.default_security_group_ids
+        self.warm_branch_groups = groups
         now = self.clock.now()
         pool.expire_cooldowns(now)
         branch = pool.choose_warm_branch(groups)
@@ -538,9 +557,8 @@ class NodeNetwork:
         pool.assign_branch(request.key, branch.eni_id)
         if branch.security_group_ids != groups:
             try:
-                await self._with_throttle_retries(
-                    lambda: self.ec2.modify_security_groups(branch.eni_id, security_group_ids=list(groups))
-                )
+                # No inline retries here: a throttled pod goes to Retrying and frees its worker.
+                await self.ec2.modify_security_groups(branch.eni_id, security_group_ids=list(groups))
             except Ec2Error:
                 pool.unassign_branch(request.key, now, cool_down=False)
                 raise
@@ -586,7 +604,12 @@ class NodeNetwork:
     # ----- node removal ----------------------------------------------------------------------------
     async def drain(self) -> list[str]:
         """Release everything the node holds: branches, trunk, attached ENIs, IPs. Returns problems."""
+        self.draining = True
         await self.close()
+        async with self._pool_lock:
+            pass  # a plan that was executing has finished; no new one will run
+        while self._pending_branch_creates:
+            await asyncio.sleep(0.01)  # a pod's branch ENI being made right now is drained too
         problems: list[str] = []
         pool = self.pool
         for key in list(pool.branch_holders):

@@ -158,8 +158,9 @@ def test_excess_warm_branches_are_deleted_after_the_delay() -> None:
     assert DeleteBranches(eni_ids=("eni-b2", "eni-b3")) in later.actions
 
 
-def test_cooling_branches_are_not_counted_as_warm() -> None:
-    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=1)
+def test_cooling_branches_count_toward_the_warm_target() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=2)
     pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
     pool.add_branch(BranchEni("eni-b1", 1, "10.0.3.1", "", "a1", ("sg-1",), state=BranchState.COOLING))
+    # one is cooling and comes back soon: only one more is made, not two
     assert CreateBranches(count=1) in plan_pool(pool, now=0).actions

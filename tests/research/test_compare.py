@@ -125,12 +125,6 @@ def test_rc_restart_leaks_the_branch_enis_it_had_created_but_not_associated(
     assert base.enis.balanced
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="netalloc engine: after a restart a retried branch create reuses its client token, "
-    "so EC2 answers IdempotentParameterMismatch or the ENI the recovery deleted (NotFound); "
-    "the PNA goes Failed. Remove this mark when NodeNetwork is fixed.",
-)
 def test_crd_recovers_every_pod_after_a_restart(controller_restart: ComparisonResult) -> None:
     crd = controller_restart.runs["crd"].metrics
     assert crd.pods_ready == crd.pods_total, crd.stuck_reasons
