@@ -183,6 +183,59 @@ def sandbox(
 
 
 @app.command()
+def run(
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="kubeconfig file; default: in-cluster config")
+    ] = None,
+    ec2: Annotated[
+        str, typer.Option("--ec2", help="aws: real EC2; sim: the simulated VPC, no AWS account")
+    ] = "aws",
+    cluster_name: Annotated[
+        str, typer.Option(envvar="CLUSTER_NAME", help="tag value on every ENI")
+    ] = "netalloc",
+    region: Annotated[str, typer.Option(envvar="AWS_REGION", help="AWS region (--ec2 aws)")] = "us-east-1",
+    namespace_selector: Annotated[
+        str, typer.Option(envvar="MANAGED_NAMESPACE_SELECTOR", help="namespaces whose pods are managed")
+    ] = "netalloc.dev/managed=true",
+    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port")] = 8080,
+    health_port: Annotated[int, typer.Option(help="/healthz and /readyz port")] = 8081,
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+    leader_election: Annotated[bool, typer.Option("--leader-election/--no-leader-election")] = True,
+    lease_namespace: Annotated[str, typer.Option(envvar="POD_NAMESPACE")] = "netalloc-system",
+) -> None:
+    """Run the controller (in-cluster config by default); pool settings from the VPC-CNI-named env vars."""
+    from controller.k8s.app import Ec2Backend, RunOptions
+    from controller.k8s.app import run as run_controller
+
+    if ec2 not in ("aws", "sim"):
+        raise fail(f"--ec2 {ec2!r}: use aws or sim")
+    if log_format not in ("text", "json"):
+        raise fail(f"--log-format {log_format!r}: use text or json")
+    options = RunOptions(
+        kubeconfig=kubeconfig,
+        ec2=Ec2Backend(ec2),
+        cluster_name=cluster_name,
+        region=region,
+        namespace_selector=namespace_selector,
+        metrics_port=metrics_port,
+        health_port=health_port,
+        json_logs=log_format == "json",
+        leader_election=leader_election,
+        lease_namespace=lease_namespace,
+    )
+    asyncio.run(run_controller(options))
+
+
+def _compare() -> None:
+    from controller.research.cli import compare_command
+
+    app.command("compare")(compare_command)
+
+
+_compare()
+
+
+@app.command()
 def demo() -> None:
     """Run the embedded default: no cluster, no AWS account."""
     from controller.demo import run_demo

@@ -67,7 +67,7 @@ def build_registry(runtime: ControllerRuntime, configuration: k8s.Configuration)
         settings.scanning.disabled = True  # the resources are fixed; no cluster-wide discovery polling
         settings.watching.connect_timeout = 10
         settings.watching.server_timeout = 300
-        settings.queueing.worker_limit = 64
+        settings.queueing.idle_timeout = 1.0  # per-object workers exit soon; thousands of pods come and go
         await runtime.start()
 
     @kopf.on.cleanup(registry=registry)

@@ -261,16 +261,26 @@ class SimulatedVpc:
         return group_id
 
     def launch_instance(
-        self, instance_type: str, subnet_id: str, *, security_group_ids: Iterable[str] = ()
+        self,
+        instance_type: str,
+        subnet_id: str,
+        *,
+        security_group_ids: Iterable[str] = (),
+        instance_id: str | None = None,
     ) -> InstanceInfo:
-        """A running instance with its primary ENI (device 0, deleted on termination)."""
+        """A running instance with its primary ENI (device 0, deleted on termination).
+
+        `instance_id` gives it a chosen id, e.g. a real cluster node's, for `netalloc run --ec2 sim`.
+        """
         type_info = self._instance_types.get(instance_type)
         if type_info is None:
             raise ValueError(f"instance type {instance_type!r} is not in this VPC's catalog")
+        if instance_id is not None and instance_id in self._instances:
+            raise ValueError(f"instance {instance_id} already exists")
         subnet = self._subnet(subnet_id)
         groups = self._known_groups(security_group_ids)
         instance = _Instance(
-            instance_id=self._new_id("i"),
+            instance_id=instance_id or self._new_id("i"),
             type_info=type_info,
             branch_limit=self._branch_limits.get(instance_type, 0),
             subnet_id=subnet_id,

@@ -1,0 +1,140 @@
+"""`netalloc run`: the controller process. Same runtime and operator as the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from enum import StrEnum
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from pydantic import BaseModel, ConfigDict
+
+from controller.clock import WallClock
+from controller.core.instance_limits import parse_branch_limits
+from controller.instance_data import Ec2InstanceLimits, shipped_catalog
+from controller.k8s.http_endpoints import Endpoints
+from controller.k8s.kube_api import KubeApi
+from controller.k8s.leader_election import LeaderElectionConfig, LeaseElector
+from controller.k8s.operator import run_operator
+from controller.k8s.runtime import ControllerConfig, ControllerRuntime, InstanceHook
+from controller.observability import Metrics, configure_logging
+from controller.ports.ec2 import Ec2Port
+from controller.settings import pool_settings_from_env
+from controller.sim_fleet import SimFleet
+
+logger = logging.getLogger("netalloc.app")
+
+
+class Ec2Backend(StrEnum):
+    AWS = "aws"
+    SIM = "sim"
+
+
+class RunOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kubeconfig: str | None = None
+    ec2: Ec2Backend = Ec2Backend.AWS
+    cluster_name: str = "netalloc"
+    region: str = "us-east-1"
+    namespace_selector: str = "netalloc.dev/managed=true"
+    metrics_port: int = 8080
+    health_port: int = 8081
+    json_logs: bool = False
+    leader_election: bool = True
+    lease_namespace: str = "netalloc-system"
+
+
+def kube_configuration(kubeconfig: str | None) -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    if kubeconfig:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    return configuration
+
+
+def ec2_backend(
+    options: RunOptions, metrics: Metrics
+) -> tuple[Ec2Port, Ec2InstanceLimits, InstanceHook | None]:
+    catalog = shipped_catalog(parse_branch_limits(os.environ.get("BRANCH_ENI_LIMITS", "")))
+    if options.ec2 is Ec2Backend.AWS:
+        from controller.adapters.ec2_boto import Boto3Ec2
+
+        boto = Boto3Ec2.from_config(region=options.region, observer=metrics.observe_ec2)
+        return boto, Ec2InstanceLimits(boto, catalog), None
+    fleet = SimFleet(clock=WallClock(), cluster_name=options.cluster_name, catalog=catalog)
+
+    async def match_node(node: str, instance_id: str, instance_type: str) -> None:
+        """--ec2 sim on a real cluster: give each node a simulated instance with its own id and type."""
+        if all(i.instance_id != instance_id for i in fleet.vpc.instances()):
+            fleet.vpc.launch_instance(
+                instance_type,
+                fleet.subnet.subnet_id,
+                security_group_ids=[fleet.vpc.default_security_group_id],
+                instance_id=instance_id,
+            )
+            logger.info("simulated instance %s (%s) for node %s", instance_id, instance_type, node)
+
+    return fleet.vpc, Ec2InstanceLimits(fleet.vpc, catalog), match_node
+
+
+async def run(options: RunOptions) -> None:
+    configure_logging(json_logs=options.json_logs)
+    configuration = kube_configuration(options.kubeconfig)
+    metrics = Metrics()
+    ec2, limits, hook = ec2_backend(options, metrics)
+    kube = KubeApi.for_configuration(configuration)
+    runtime = ControllerRuntime(
+        config=ControllerConfig(
+            cluster_name=options.cluster_name,
+            namespace_selector=options.namespace_selector,
+            pool=pool_settings_from_env(),
+        ),
+        ec2=ec2,
+        limits_for=limits.get,
+        kube=kube,
+        metrics=metrics,
+        clock=WallClock(),
+        on_new_instance=hook,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    elector = (
+        LeaseElector(kube, LeaderElectionConfig(namespace=options.lease_namespace))
+        if options.leader_election
+        else None
+    )
+
+    def ready() -> bool:
+        return runtime.started.is_set() or (elector is not None and not elector.is_leader)
+
+    endpoints = Endpoints(metrics, ready, metrics_port=options.metrics_port, health_port=options.health_port)
+    await endpoints.start()
+    try:
+        if elector is None:
+            await run_operator(runtime, configuration, stop_flag=stop)
+        else:
+
+            async def lead() -> None:
+                logger.info("leading: starting the controller")
+                await run_operator(runtime, configuration, stop_flag=stop)
+
+            waiter = asyncio.create_task(stop.wait())
+            election = asyncio.create_task(elector.run(lead))
+            done, _ = await asyncio.wait({waiter, election}, return_when=asyncio.FIRST_COMPLETED)
+            if election not in done:
+                election.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await election  # raises LeadershipLost: the process exits and is restarted
+            waiter.cancel()
+    finally:
+        await endpoints.stop()
+        kube.close()

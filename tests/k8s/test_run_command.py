@@ -1,0 +1,130 @@
+"""`netalloc run --kubeconfig K --ec2 sim` as its own process against an API server it knows only by URL.
+
+This is what a user does on a test cluster without an AWS account: nodes get simulated instances with
+their own ids and types, pods get PodNetworkAllocations, and no pod is ever written to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller.k8s.api_emulator import KubeApiEmulator
+from controller.k8s.sandbox import EmulatorThread, crd_directory
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[KubeApiEmulator, Path]]:
+    emulator = KubeApiEmulator()
+    server = EmulatorThread(emulator)
+    server.start()
+    emulator.install_crds_from(crd_directory(), recursive=True)
+    for name, labels in (("netalloc-system", {}), ("shop", {"netalloc.dev/managed": "true"})):
+        emulator.create(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+        )
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(emulator.kubeconfig()))
+    try:
+        yield emulator, kubeconfig
+    finally:
+        server.stop()
+
+
+def wait(predicate: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmulator, Path]) -> None:
+    emulator, kubeconfig = cluster
+    env = {
+        **os.environ,
+        "ENABLE_POD_ENI": "true",
+        "ENABLE_PREFIX_DELEGATION": "true",
+        "CLUSTER_NAME": "trial",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "run",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--ec2",
+            "sim",
+            "--metrics-port",
+            "0",
+            "--health-port",
+            "0",
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for i, instance_type in enumerate(("m5.large", "c5.4xlarge")):
+            emulator.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": f"ip-10-0-0-{i}",
+                        "labels": {"node.kubernetes.io/instance-type": instance_type},
+                    },
+                    "spec": {"providerID": f"aws:///us-west-2a/i-0{i}23456789abcdef0"},
+                }
+            )
+        pods = []
+        for i in range(8):
+            pods.append(
+                emulator.create(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {"name": f"web-{i}", "namespace": "shop"},
+                        "spec": {
+                            "nodeName": f"ip-10-0-0-{i % 2}",
+                            "containers": [{"name": "c", "image": "nginx"}],
+                        },
+                    }
+                )
+            )
+
+        def allocated() -> int:
+            pnas = emulator.list("netalloc.dev/v1alpha1", "PodNetworkAllocation")
+            return sum(1 for p in pnas if (p.get("status") or {}).get("state") == "Allocated")
+
+        wait(lambda: allocated() == 8)
+        pools = emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")
+        assert sorted(p["spec"]["instanceId"] for p in pools) == [
+            "i-0023456789abcdef0",
+            "i-0123456789abcdef0",
+        ]
+        for pod in pods:
+            now = emulator.get("v1", "Pod", pod["metadata"]["name"], "shop")
+            assert now is not None
+            assert now["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
+        assert emulator.pod_writes() == []
+        leases = emulator.list("coordination.k8s.io/v1", "Lease", namespace="netalloc-system")
+        assert len(leases) == 1 and leases[0]["spec"]["holderIdentity"], leases  # it led through a Lease
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output[-3000:]
