@@ -68,6 +68,7 @@ def ec2_backend(
         boto = Boto3Ec2.from_config(region=options.region, observer=metrics.observe_ec2)
         return boto, Ec2InstanceLimits(boto, catalog), None
     fleet = SimFleet(clock=WallClock(), cluster_name=options.cluster_name, catalog=catalog)
+    fleet.vpc.adopt_unknown_security_groups = True
 
     async def match_node(node: str, instance_id: str, instance_type: str) -> None:
         """--ec2 sim on a real cluster: give each node a simulated instance with its own id and type."""

@@ -105,9 +105,11 @@ class ControllerRuntime:
         self.pnas: dict[ObjectKey, JsonObject] = {}
         self.statuses: dict[str, AllocationStatus] = {}  # allocation key -> latest status
         self.written: dict[ObjectKey, JsonObject] = {}  # the status body we last wrote
-        self.created_at: dict[ObjectKey, float] = {}
+        self.created_at: dict[ObjectKey, float] = {}  # when this controller first saw the PNA
+        self._creating: set[ObjectKey] = set()  # PNAs requested from the API, not yet seen
         self.latencies: list[float] = []  # seconds from PNA creation to Allocated, for reports
         self.networks: dict[str, NodeNetwork] = {}
+        self._pool_written: dict[str, JsonObject] = {}  # NodeNetworkPool status last written, per node
         self.recorded: dict[str, dict[str, AssignedResources]] = {}  # node -> key -> held, from PNAs
         # the work queue
         self._queue: asyncio.Queue[ObjectKey] = asyncio.Queue()
@@ -195,8 +197,8 @@ class ControllerRuntime:
             if existing is not None and (meta.get("deletionTimestamp") or phase in ("Succeeded", "Failed")):
                 self._pod_gone(key, meta.get("uid"))
             return
-        if existing is None and key not in self.created_at:
-            self.created_at[key] = self.clock.now()
+        if existing is None and key not in self._creating:
+            self._creating.add(key)
             groups = security_groups_for(pod, self.policies.values())
             mode = allocation_mode(groups, self.config.pool.enable_prefix_delegation)
             asyncio.get_running_loop().create_task(
@@ -208,7 +210,7 @@ class ControllerRuntime:
             await self.kube.create_pna(body)
         except Exception:
             key = (body["metadata"]["namespace"], body["metadata"]["name"])
-            self.created_at.pop(key, None)  # the next pod event tries again
+            self._creating.discard(key)  # the next pod event tries again
             logger.exception("could not create PodNetworkAllocation %s/%s", *key)
 
     def _pod_gone(self, key: ObjectKey, uid: str | None) -> None:
@@ -316,6 +318,7 @@ class ControllerRuntime:
         previous = self.pnas.get(key)
         self.pnas[key] = dict(body)
         self.created_at.setdefault(key, self.clock.now())
+        self._creating.discard(key)
         if (
             previous is not None
             and not meta.get("deletionTimestamp")
@@ -506,13 +509,23 @@ class ControllerRuntime:
         for network in list(self.networks.values()):
             report = await network.reconcile()
             self._update_pool_metrics(network)
-            await self.kube.patch_nnp_status(network.node_name, nnp_status(network, ready=not report.failed))
+            await self._write_pool_status(network, ready=not report.failed)
             if report.completed:
                 self._wake_waiting(network.node_name)
         states = Counter(s.state.value for s in self.statuses.values())
         self.metrics.set_pnas_by_state({state.value: states.get(state.value, 0) for state in AllocationState})
         deleted = await self.collect_leaks()
         return {"leaked_enis_deleted": deleted}
+
+    async def _write_pool_status(self, network: NodeNetwork, *, ready: bool) -> None:
+        """Patch the NodeNetworkPool status only when something in it changed (timestamps aside)."""
+        body = nnp_status(network, ready=ready)
+        comparable = {**body, "conditions": [{**c, "lastTransitionTime": ""} for c in body["conditions"]]}
+        if self._pool_written.get(network.node_name) == comparable:
+            return
+        self._pool_written[network.node_name] = comparable
+        if not await self.kube.patch_nnp_status(network.node_name, body):
+            self._pool_written.pop(network.node_name, None)
 
     async def collect_leaks(self) -> int:
         """Delete ENIs tagged for this cluster that no pool knows, once seen in consecutive sweeps."""

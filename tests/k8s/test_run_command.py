@@ -91,6 +91,17 @@ def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmula
                     "spec": {"providerID": f"aws:///us-west-2a/i-0{i}23456789abcdef0"},
                 }
             )
+        emulator.create(
+            {
+                "apiVersion": "vpcresources.k8s.aws/v1beta1",
+                "kind": "SecurityGroupPolicy",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "securityGroups": {"groupIds": ["sg-0a1b2c3d4e5f60718"]},  # a real cluster's id
+                },
+            }
+        )
         pods = []
         for i in range(8):
             pods.append(
@@ -98,7 +109,11 @@ def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmula
                     {
                         "apiVersion": "v1",
                         "kind": "Pod",
-                        "metadata": {"name": f"web-{i}", "namespace": "shop"},
+                        "metadata": {
+                            "name": f"web-{i}",
+                            "namespace": "shop",
+                            "labels": {"app": "web" if i < 3 else "api"},
+                        },
                         "spec": {
                             "nodeName": f"ip-10-0-0-{i % 2}",
                             "containers": [{"name": "c", "image": "nginx"}],
@@ -112,6 +127,11 @@ def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmula
             return sum(1 for p in pnas if (p.get("status") or {}).get("state") == "Allocated")
 
         wait(lambda: allocated() == 8)
+        pnas = emulator.list("netalloc.dev/v1alpha1", "PodNetworkAllocation")
+        branch = [p for p in pnas if p["spec"]["mode"] == "BranchENI"]
+        assert len(branch) == 3 and all(
+            p["status"]["securityGroupIds"] == ["sg-0a1b2c3d4e5f60718"] for p in branch
+        )
         pools = emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")
         assert sorted(p["spec"]["instanceId"] for p in pools) == [
             "i-0023456789abcdef0",

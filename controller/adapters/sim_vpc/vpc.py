@@ -223,6 +223,9 @@ class SimulatedVpc:
         self._by_tag: dict[tuple[str, str], set[str]] = {}
         self._eni_tokens: dict[str, tuple[tuple[object, ...], str, NetworkInterface]] = {}
         self._association_tokens: dict[str, tuple[tuple[object, ...], TrunkAssociation]] = {}
+        # When the simulation stands in for a real cluster's VPC (`netalloc run --ec2 sim`), the
+        # SecurityGroupPolicies name real group ids: accept them instead of answering NotFound.
+        self.adopt_unknown_security_groups = False
         self.vpc_id = self._new_id("vpc")
         self.default_security_group_id = self.create_security_group("default")
 
@@ -766,6 +769,8 @@ class SimulatedVpc:
     def _known_groups(self, group_ids: Iterable[str]) -> tuple[str, ...]:
         groups = tuple(dict.fromkeys(group_ids))
         for group_id in groups:
+            if group_id not in self._security_groups and self.adopt_unknown_security_groups:
+                self._security_groups[group_id] = group_id  # a real cluster's ids, in --ec2 sim mode
             if group_id not in self._security_groups:
                 raise _error(
                     "InvalidSecurityGroupID.NotFound", f"The security group '{group_id}' does not exist"
