@@ -81,9 +81,8 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     f = asyncio.run(burst(args.pods, args.nodes, args.branch_share))
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"pods in the burst             : {f['pods']:.0f} on {args.nodes} nodes, {f['branch_pods']:.0f} with a branch ENI"
-    )
+    print(f"pods in the burst             : {f['pods']:.0f} on {args.nodes} nodes")
+    print(f"  of which with a branch ENI  : {f['branch_pods']:.0f}")
     print(f"pre-allocation (not timed)    : {f['setup_s']:.1f} s until every pool was warm")
     print(f"burst to last Allocated write : {f['elapsed_s']:.2f} s")
     print(f"allocations per second        : {f['allocations_per_s']:.1f}   (target >= 100)")
