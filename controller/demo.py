@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -90,6 +91,22 @@ async def simulated_run(console: Console, pods_per_node: int = 6) -> None:
     console.print(f"after draining both nodes, ENIs netalloc still owns: {fleet.census().total}")
 
 
+QUICK_SCENARIOS = ("admission-conflict", "rollout-churn", "prefix-exhaustion")
+
+
+def run_comparisons(console: Console, out_root: Path) -> None:
+    """The quick research scenarios, each writing its report under `out_root`."""
+    from controller.research.compare import run_comparison
+    from controller.research.report import render_table, write_outputs
+
+    for scenario in QUICK_SCENARIOS:
+        result, performance = run_comparison(scenario, seed=1, scale=1.0, parallel=True)
+        out_dir = out_root / scenario
+        write_outputs(result, performance, out_dir)
+        console.print(render_table(result, performance), highlight=False, markup=False)
+        console.print(f"report: {out_dir / 'report.md'} (with results.json and PNG plots)\n")
+
+
 def run_demo() -> None:
     console = Console(width=150)
     from controller.cli import plan_document, plan_new_node
@@ -112,4 +129,13 @@ def run_demo() -> None:
             str(limits.ipv4_per_eni),
         )
     console.print(table)
+    console.rule("The allocation engine on the simulated VPC")
     run_virtual(simulated_run(console))
+    console.rule("The controller: kopf over HTTP against an in-process API server (netalloc sandbox)")
+    from controller.k8s.sandbox_run import sandbox_main
+
+    sandbox_main(nodes=3, pods=24, output="table")
+    console.rule("Research: the annotation approach against PodNetworkAllocation (netalloc compare)")
+    out_root = Path("out") / "compare"
+    run_comparisons(console, out_root)
+    console.print(f"Reports written under {out_root.resolve()}/<scenario>/report.md")
