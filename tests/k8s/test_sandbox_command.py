@@ -25,4 +25,4 @@ def test_sandbox_json_summary_shows_everything_allocated_released_and_no_pod_wri
     assert summary["pods"] == summary["allocated"] == summary["released"] == 12
     assert summary["leaked_enis"] == 0
     assert summary["pod_writes"] == 0
-    assert 0 < summary["p99_allocation_s"]
+    assert summary["p99_allocation_s"] > 0
