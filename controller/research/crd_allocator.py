@@ -25,6 +25,7 @@ from controller.core.allocation_state import AllocationState, AllocationStatus
 from controller.core.errors import ErrorClass
 from controller.core.instance_limits import limits_for
 from controller.core.node_pool import BranchState
+from controller.core.pool_planner import plan_pool
 from controller.core.retry_policy import RetryPolicy
 from controller.engine.allocation_driver import allocation_step, release_step
 from controller.engine.node_network import NodeNetwork, open_node_network
@@ -503,18 +504,8 @@ def _pool_signature(network: NodeNetwork) -> tuple[int, ...]:
 
 def _pool_is_quiet(network: NodeNetwork) -> bool:
     """Nothing for a periodic pass to do: no cool-down to expire, no ENI waiting for deletion, and
-    the warm branch count exactly at its target (or nothing to do with branches at all)."""
+    netalloc's own planner has no action for the pool (asked, not re-derived here)."""
     pool = network.pool
-    if pool.cooling_ips or network.orphaned_enis:
+    if pool.cooling_ips or network.orphaned_enis or pool.branch_counts()[BranchState.COOLING]:
         return False
-    counts = pool.branch_counts()
-    if counts[BranchState.COOLING]:
-        return False
-    settings = pool.settings
-    if settings.enable_pod_eni and pool.limits.trunking:
-        room = pool.limits.branch_enis - len(pool.branches)
-        if counts[BranchState.WARM] > settings.warm_branch_eni_target:
-            return False
-        if counts[BranchState.WARM] < settings.warm_branch_eni_target and room > 0:
-            return False
-    return not settings.enable_prefix_delegation
+    return plan_pool(pool, network.clock.now()).empty
