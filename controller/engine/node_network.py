@@ -323,37 +323,23 @@ class NodeNetwork:
                     pool.remove_branch(eni_id)
                     await self._delete_branch(branch)
 
-    async def _create_trunk(self, device_index: int) -> None:
-        token = self._token("trunk")
+    async def _create_and_attach(
+        self,
+        *,
+        role: str,
+        device_index: int,
+        interface_type: InterfaceType = InterfaceType.INTERFACE,
+        ip_count: int = 0,
+        prefix_count: int = 0,
+    ) -> NetworkInterface:
+        """CreateNetworkInterface then AttachNetworkInterface; an ENI that cannot be attached is deleted."""
+        token = self._token(f"{role}-{device_index}")
         eni = await self._with_throttle_retries(
             lambda: self.ec2.create_network_interface(
                 subnet_id=self.pool.subnet_id,
                 security_group_ids=list(self.default_security_group_ids),
-                interface_type=InterfaceType.TRUNK,
-                tags=self._tags("trunk"),
-                client_token=token,
-            )
-        )
-        try:
-            attachment = await self._with_throttle_retries(
-                lambda: self.ec2.attach_network_interface(
-                    eni.eni_id, instance_id=self.pool.instance_id, device_index=device_index
-                )
-            )
-        except Ec2Error:
-            await self._delete_quietly(eni.eni_id)
-            raise
-        self._attachments[eni.eni_id] = attachment
-        self.pool.trunk_eni_id = eni.eni_id
-        self.pool.trunk_device_index = device_index
-
-    async def _attach_pod_eni(self, device_index: int, ip_count: int, prefix_count: int) -> None:
-        token = self._token(f"eni-{device_index}")
-        eni = await self._with_throttle_retries(
-            lambda: self.ec2.create_network_interface(
-                subnet_id=self.pool.subnet_id,
-                security_group_ids=list(self.default_security_group_ids),
-                tags=self._tags("pod-ips"),
+                interface_type=interface_type,
+                tags=self._tags(role),
                 client_token=token,
                 secondary_ip_count=ip_count,
                 prefix_count=prefix_count,
@@ -369,6 +355,19 @@ class NodeNetwork:
             await self._delete_quietly(eni.eni_id)
             raise
         self._attachments[eni.eni_id] = attachment
+        return eni
+
+    async def _create_trunk(self, device_index: int) -> None:
+        eni = await self._create_and_attach(
+            role="trunk", device_index=device_index, interface_type=InterfaceType.TRUNK
+        )
+        self.pool.trunk_eni_id = eni.eni_id
+        self.pool.trunk_device_index = device_index
+
+    async def _attach_pod_eni(self, device_index: int, ip_count: int, prefix_count: int) -> None:
+        eni = await self._create_and_attach(
+            role="pod-ips", device_index=device_index, ip_count=ip_count, prefix_count=prefix_count
+        )
         self.pool.add_eni(
             PoolEni(
                 eni_id=eni.eni_id,
