@@ -11,30 +11,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from controller.core.pod_selection import SecurityGroupPolicy
 from controller.research.api_server import KubeObject, MutatingWebhook, Operation
 from controller.research.baseline_params import POD_ENI_RESOURCE
 
 SGP = "SecurityGroupPolicy"
 
 
-def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """A label selector with matchLabels only (an empty selector matches everything)."""
-    if selector is None:
-        return True
-    match_labels: Mapping[str, str] = selector.get("matchLabels", {})
-    return all(labels.get(name) == value for name, value in match_labels.items())
+def core_policy(policy: KubeObject) -> SecurityGroupPolicy:
+    """The simulated API object as the controller's own SecurityGroupPolicy (one matcher for both sides)."""
+    return SecurityGroupPolicy.from_k8s(
+        {"metadata": {"namespace": policy.namespace, "name": policy.name}, "spec": policy.spec}
+    )
 
 
 def policy_matches(policy: KubeObject, pod: KubeObject, service_account_labels: Mapping[str, str]) -> bool:
-    if policy.namespace != pod.namespace:
-        return False
-    pod_selector = policy.spec.get("podSelector")
-    sa_selector = policy.spec.get("serviceAccountSelector")
-    if pod_selector is None and sa_selector is None:
-        return False
-    if pod_selector is not None and not selector_matches(pod_selector, pod.labels):
-        return False
-    return sa_selector is None or selector_matches(sa_selector, service_account_labels)
+    return policy.namespace == pod.namespace and core_policy(policy).matches(
+        pod.labels, service_account_labels
+    )
 
 
 def security_groups_for_pod(
