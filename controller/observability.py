@@ -79,6 +79,9 @@ class Metrics:
         if outcome == "throttled":
             self.ec2_throttles.labels(action=action).inc()
 
+    def observe_kube_write(self, verb: str, resource: str) -> None:
+        self.kube_writes.labels(verb=verb, resource=resource).inc()
+
     def set_pnas_by_state(self, counts: Mapping[str, int]) -> None:
         for state, count in counts.items():
             self.pnas_by_state.labels(state=state).set(count)

@@ -89,7 +89,7 @@ async def run(options: RunOptions) -> None:
     configuration = kube_configuration(options.kubeconfig)
     metrics = Metrics()
     ec2, limits, hook = ec2_backend(options, metrics)
-    kube = KubeApi.for_configuration(configuration)
+    kube = KubeApi.for_configuration(configuration, on_write=metrics.observe_kube_write)
     runtime = ControllerRuntime(
         config=ControllerConfig(
             cluster_name=options.cluster_name,

@@ -27,13 +27,21 @@ JsonObject = dict[str, Any]
 class KubeApi:
     """Async facade over `kubernetes.client`, with a count of every write by (verb, resource)."""
 
-    def __init__(self, api_client: k8s.ApiClient, *, threads: int = 8, component: str = "netalloc") -> None:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        threads: int = 8,
+        component: str = "netalloc",
+        on_write: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.api_client = api_client
         self.custom = k8s.CustomObjectsApi(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.coordination = k8s.CoordinationV1Api(api_client)
         self.component = component
         self.writes: Counter[tuple[str, str]] = Counter()
+        self.on_write = on_write  # e.g. the Prometheus counter of Kubernetes writes
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube-api")
 
     @classmethod
@@ -47,6 +55,8 @@ class KubeApi:
 
     def _count(self, verb: str, resource: str) -> None:
         self.writes[(verb, resource)] += 1
+        if self.on_write is not None:
+            self.on_write(verb, resource)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

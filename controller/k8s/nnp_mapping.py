@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from controller.core.conditions import rfc3339
 from controller.engine.node_network import NodeNetwork
 from controller.k8s.resources import NODE_NETWORK_POOL
 from controller.settings import PoolSettings
@@ -105,13 +106,7 @@ def nnp_status(network: NodeNetwork, *, ready: bool) -> dict[str, Any]:
                 "status": "True" if ready and problem is None else "False",
                 "reason": reason,
                 "message": message,
-                "lastTransitionTime": _now_rfc3339(network),
+                "lastTransitionTime": rfc3339(network.clock.now()),
             }
         ],
     }
-
-
-def _now_rfc3339(network: NodeNetwork) -> str:
-    from controller.core.conditions import rfc3339
-
-    return rfc3339(network.clock.now())

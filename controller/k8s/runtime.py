@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -107,7 +107,9 @@ class ControllerRuntime:
         self.written: dict[ObjectKey, JsonObject] = {}  # the status body we last wrote
         self.created_at: dict[ObjectKey, float] = {}  # when this controller first saw the PNA
         self._creating: set[ObjectKey] = set()  # PNAs requested from the API, not yet seen
-        self.latencies: list[float] = []  # seconds from PNA creation to Allocated, for reports
+        # seconds from PNA creation to Allocated, the most recent ones, for reports and benchmarks
+        self.latencies: deque[float] = deque(maxlen=100_000)
+        self.waiting_by_node: dict[str, set[ObjectKey]] = {}  # WaitingForCapacity PNAs, to wake
         self.networks: dict[str, NodeNetwork] = {}
         self._pool_written: dict[str, JsonObject] = {}  # NodeNetworkPool status last written, per node
         self.recorded: dict[str, dict[str, AssignedResources]] = {}  # node -> key -> held, from PNAs
@@ -308,7 +310,9 @@ class ControllerRuntime:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
-            self.pnas.pop(key, None)
+            gone = self.pnas.pop(key, None)
+            if gone is not None:
+                self.waiting_by_node.get(gone["spec"].get("nodeName", ""), set()).discard(key)
             self.written.pop(key, None)
             self.created_at.pop(key, None)
             timer = self._timers.pop(key, None)
@@ -397,6 +401,7 @@ class ControllerRuntime:
         before = status.state
         result = await allocation_step(status, request, network, policy=self.policy, rng=self.rng)
         self.statuses[request.key] = result.status
+        self._note_waiting(key, request.node_name, result.status)
         if result.status.state is not before or result.attempted:
             self._record_transition(key, pna, before, result.status)
         await self._write_status(key, pna, result.status)
@@ -430,12 +435,15 @@ class ControllerRuntime:
 
     def _wake_waiting(self, node: str) -> None:
         """Capacity was returned on this node: waiting allocations there try again now."""
-        for key, pna in self.pnas.items():
-            if pna["spec"].get("nodeName") != node:
-                continue
-            status = self.statuses.get(request_from_pna(pna).key)
-            if status is not None and status.state is AllocationState.WAITING_FOR_CAPACITY:
-                self.enqueue(key)
+        for key in list(self.waiting_by_node.get(node, ())):
+            self.enqueue(key)
+
+    def _note_waiting(self, key: ObjectKey, node: str, status: AllocationStatus) -> None:
+        waiting = self.waiting_by_node.setdefault(node, set())
+        if status.state is AllocationState.WAITING_FOR_CAPACITY:
+            waiting.add(key)
+        else:
+            waiting.discard(key)
 
     async def _write_status(
         self,
@@ -572,5 +580,3 @@ class ControllerRuntime:
         self.metrics.pool_branches_in_use.labels(node=node).set(status.branch_in_use)
 
     # ----- introspection ------------------------------------------------------------------------------------
-    def counts_by_state(self) -> dict[str, int]:
-        return dict(Counter(s.state.value for s in self.statuses.values()))

@@ -48,7 +48,6 @@ class SandboxSummary(BaseModel):
     controller_writes: int
     p50_allocation_s: float
     p99_allocation_s: float
-    states: dict[str, int]
 
 
 def crd_directory() -> Path:
@@ -254,10 +253,6 @@ class Sandbox:
 
     def summary(self, *, pods: int, released: int) -> SandboxSummary:
         latencies = sorted(self.runtime.latencies) if self.runtime else []
-        states: dict[str, int] = {}
-        for pna in self.pnas():
-            state = (pna.get("status") or {}).get("state", "None")
-            states[state] = states.get(state, 0) + 1
         return SandboxSummary(
             nodes=len(self.instances),
             pods=pods,
@@ -268,7 +263,6 @@ class Sandbox:
             controller_writes=len(self.emulator.writes()),
             p50_allocation_s=round(statistics.median(latencies), 4) if latencies else 0.0,
             p99_allocation_s=round(percentile(latencies, 0.99), 4) if latencies else 0.0,
-            states=states,
         )
 
 
