@@ -52,7 +52,7 @@ async def burst(pods: int, nodes: int, branch_share: float) -> dict[str, float]:
             sandbox.add_pod(f"pod-{i:04d}", f"node-{i % nodes}", app="web" if with_groups else "api")
 
         def written_allocated() -> int:  # what the controller wrote to the API, not what it holds in memory
-            return sum(1 for body in list(runtime.written.values()) if body.get("state") == "Allocated")
+            return sum(1 for pna in runtime.state.pnas if pna.status.get("state") == "Allocated")
 
         await sandbox.wait_for(lambda: written_allocated() == pods, timeout=600, interval=0.2)
         elapsed = time.perf_counter() - started

@@ -191,8 +191,13 @@ def run(
         str, typer.Option("--ec2", help="aws: real EC2; sim: the simulated VPC, no AWS account")
     ] = "aws",
     cluster_name: Annotated[
-        str, typer.Option(envvar="CLUSTER_NAME", help="tag value on every ENI")
-    ] = "netalloc",
+        str,
+        typer.Option(
+            envvar="CLUSTER_NAME",
+            help="this cluster's own name: the tag value on every ENI (no default: a shared name would "
+            "let two clusters delete each other's ENIs)",
+        ),
+    ] = "",
     region: Annotated[str, typer.Option(envvar="AWS_REGION", help="AWS region (--ec2 aws)")] = "us-east-1",
     namespace_selector: Annotated[
         str, typer.Option(envvar="MANAGED_NAMESPACE_SELECTOR", help="namespaces whose pods are managed")
@@ -206,7 +211,12 @@ def run(
     """Run the controller (in-cluster config by default); pool settings from the VPC-CNI-named env vars."""
     from controller.k8s.app import Ec2Backend, RunOptions
     from controller.k8s.app import run as run_controller
+    from controller.k8s.reconcilers.context import ClusterNameError, check_cluster_name
 
+    try:
+        check_cluster_name(cluster_name)
+    except ClusterNameError as error:
+        raise fail(str(error)) from None
     if ec2 not in ("aws", "sim"):
         raise fail(f"--ec2 {ec2!r}: use aws or sim")
     if log_format not in ("text", "json"):

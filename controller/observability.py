@@ -68,6 +68,26 @@ class Metrics:
             ["verb", "resource"],
             registry=self.registry,
         )
+        self.leak_sweeps = Counter(
+            "netalloc_leak_sweeps_total",
+            "Leak sweeps, run or skipped (a sweep is skipped while any node's pool is not registered)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.orphan_holdings_released = Counter(
+            "netalloc_orphan_holdings_released_total",
+            "Pool holdings released because no PodNetworkAllocation or pod backed them",
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "netalloc_reconcile_errors_total",
+            "Reconcile passes that failed and were retried with backoff, by work kind and error",
+            ["kind", "error"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "netalloc_work_queue_depth", "Work items waiting for a worker", registry=self.registry
+        )
         self.leaked_enis_deleted = Counter(
             "netalloc_leaked_enis_deleted_total",
             "Tagged ENIs deleted by the leak collector",

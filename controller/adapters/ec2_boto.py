@@ -80,11 +80,18 @@ class Boto3Ec2:
         retry_mode: str = "standard",
         endpoint_url: str | None = None,
         observer: Ec2CallObserver | None = None,
+        connect_timeout_s: float = 60.0,
+        read_timeout_s: float = 60.0,
     ) -> Boto3Ec2:
-        """A client with botocore retries (`max_attempts` in total) behind a `qps`/`burst` limiter."""
+        """A client with botocore retries (`max_attempts` in total) behind a `qps`/`burst` limiter.
+
+        The controller passes `max_attempts=1`: its engine is the one retry layer, and with short
+        timeouts the longest call is bounded (the lease fence relies on it)."""
         config = Config(
             retries={"total_max_attempts": max_attempts, "mode": retry_mode},
             max_pool_connections=MAX_POOL_CONNECTIONS,
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
         )
         client = boto3.client("ec2", region_name=region, endpoint_url=endpoint_url, config=config)
         limiter = RateLimiter(BucketSpec(capacity=burst, refill_per_s=qps), LoopClock())

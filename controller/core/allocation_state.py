@@ -9,6 +9,7 @@ changed (it is frozen). No row, or no guard holding, raises `IllegalTransition` 
     Allocating --AttemptFailed[capacity]--> WaitingForCapacity --RetryDue[due] | CapacityFreed--> Allocating
     Allocating --AttemptFailed[permanent]--> Failed
     Pending | Retrying | WaitingForCapacity | Failed --SpecChanged[newer generation]--> Pending
+    Allocated --ResourcesLost--> Pending          (the pool no longer has them: node drained, ENI gone)
     Allocating --Resumed--> Allocating            (after a restart: the step is repeated, idempotently)
     any state but Releasing/Released --ReleaseRequested--> Releasing   (resources kept until released)
     Releasing --ReleaseSucceeded[in flight]--> Released (terminal)
@@ -78,6 +79,7 @@ class EventKind(StrEnum):
     RELEASE_REQUESTED = "ReleaseRequested"
     RELEASE_SUCCEEDED = "ReleaseSucceeded"
     RELEASE_ATTEMPT_FAILED = "ReleaseAttemptFailed"
+    RESOURCES_LOST = "ResourcesLost"
 
 
 class ErrorInfo(BaseModel):
@@ -162,6 +164,15 @@ class ReleaseAttemptFailed(_Event):
     error: ErrorInfo
 
 
+class ResourcesLost(_Event):
+    """What the status records is no longer the pod's (its node was drained, EC2 no longer has the ENI
+    or address): say so and start over, so the status never claims an address the pool does not hold."""
+
+    kind: Literal[EventKind.RESOURCES_LOST] = EventKind.RESOURCES_LOST
+    reason: str = Field(default="ResourcesLost", min_length=1)
+    message: str = ""
+
+
 AllocationEvent: TypeAlias = Annotated[
     Begin
     | Succeeded
@@ -172,7 +183,8 @@ AllocationEvent: TypeAlias = Annotated[
     | Resumed
     | ReleaseRequested
     | ReleaseSucceeded
-    | ReleaseAttemptFailed,
+    | ReleaseAttemptFailed
+    | ResourcesLost,
     Field(discriminator="kind"),
 ]
 ALLOCATION_EVENT_ADAPTER: Final[TypeAdapter[AllocationEvent]] = TypeAdapter(AllocationEvent)
@@ -436,6 +448,19 @@ def _reset_for_new_spec(
     }
 
 
+def _record_loss(status: AllocationStatus, event: AllocationEvent, ctx: TransitionContext) -> StatusUpdate:
+    lost = _event_as(event, ResourcesLost)
+    held = status.resources
+    what = f"{held.mode} {held.ip} on {held.eni_id}" if held else "the recorded resources"
+    return {
+        "reason": lost.reason,
+        "message": f"{what} no longer held: {lost.message or 'the pool does not have them'}; starting over",
+        "attempts": 0,
+        "resources": None,
+        "last_error": None,
+    }
+
+
 def _request_release(
     status: AllocationStatus, event: AllocationEvent, ctx: TransitionContext
 ) -> StatusUpdate:
@@ -502,6 +527,7 @@ TRANSITIONS: Final[tuple[Transition, ...]] = (
         _S.WAITING_FOR_CAPACITY, _E.SPEC_CHANGED, is_newer_generation, _S.PENDING, _reset_for_new_spec
     ),
     Transition(_S.FAILED, _E.SPEC_CHANGED, is_newer_generation, _S.PENDING, _reset_for_new_spec),
+    Transition(_S.ALLOCATED, _E.RESOURCES_LOST, unconditional, _S.PENDING, _record_loss),
     Transition(_S.PENDING, _E.RELEASE_REQUESTED, unconditional, _S.RELEASING, _request_release),
     Transition(_S.ALLOCATING, _E.RELEASE_REQUESTED, unconditional, _S.RELEASING, _request_release),
     Transition(_S.ALLOCATED, _E.RELEASE_REQUESTED, unconditional, _S.RELEASING, _request_release),

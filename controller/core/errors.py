@@ -46,6 +46,9 @@ CAPACITY_CODES = frozenset(
         # netalloc's own capacity reasons, raised by the pool rather than by EC2:
         "BranchInterfaceLimitExceeded",
         "NodePoolExhausted",
+        "NodePoolNotReady",  # the node's pool is not registered (yet): the PNA message says why
+        "NodeDraining",
+        "TrunkNotReady",
     }
 )
 # InvalidParameterValue is permanent except for this one message, which EC2 uses for prefix exhaustion.

@@ -176,6 +176,19 @@ class NodePool:
                 self._learn_ip(ip, eni_id, prefix)
             eni.prefixes.append(prefix)
 
+    def adopt_addresses(self, eni_id: str, *, ips: list[str], prefixes: list[str]) -> None:
+        """Make the ENI's addresses what EC2 says: learn the ones it has that we do not know, and
+        forget free ones it no longer has. Held or cooling addresses are never forgotten here."""
+        eni = self.enis[eni_id]
+        self.add_ips(eni_id, [ip for ip in ips if ip not in eni.ips])
+        self.add_prefixes(eni_id, [p for p in prefixes if p not in eni.prefixes])
+        gone_ips = [ip for ip in eni.ips if ip not in ips and ip in self._free_ips]
+        if gone_ips:
+            self.remove_ips(eni_id, gone_ips)
+        gone_prefixes = [p for p in self.free_prefixes(eni) if p not in prefixes]
+        if gone_prefixes:
+            self.remove_prefixes(eni_id, gone_prefixes)
+
     def remove_ips(self, eni_id: str, ips: list[str]) -> None:
         eni = self.enis[eni_id]
         for ip in ips:

@@ -8,15 +8,18 @@ use these functions, so the controller and the comparison run the same code.
 from __future__ import annotations
 
 import random
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from controller.core.allocation_model import AllocationRequest
+from controller.clock import Clock
+from controller.core.allocation_model import AllocationRequest, AssignedResources
 from controller.core.allocation_state import (
     AllocationState,
     AllocationStatus,
     AttemptFailed,
     Begin,
+    CapacityFreed,
     ErrorInfo,
     ReleaseAttemptFailed,
     ReleaseRequested,
@@ -29,6 +32,27 @@ from controller.core.allocation_state import (
 from controller.core.errors import Ec2Error
 from controller.core.retry_policy import RetryPolicy
 from controller.engine.node_network import NodeNetwork
+
+
+class AllocatingPool(Protocol):
+    """What an allocation step needs of a node's pool: a clock and an idempotent `allocate`."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    async def allocate(self, request: AllocationRequest) -> AssignedResources: ...
+
+
+class UnavailablePool:
+    """A node whose pool cannot serve yet (no pool, unknown type, EC2 errors): every attempt fails
+    with why, as a capacity wait, so the pod's PNA shows the reason and is retried with backoff."""
+
+    def __init__(self, clock: Clock, error: Ec2Error) -> None:
+        self.clock = clock
+        self.error = error
+
+    async def allocate(self, request: AllocationRequest) -> AssignedResources:
+        raise self.error
 
 
 class StepResult(BaseModel):
@@ -50,16 +74,19 @@ def _due_in(status: AllocationStatus, now: float) -> float | None:
 async def allocation_step(
     status: AllocationStatus,
     request: AllocationRequest,
-    network: NodeNetwork,
+    network: AllocatingPool,
     *,
     policy: RetryPolicy,
     rng: random.Random,
+    capacity_freed: bool = False,
 ) -> StepResult:
-    """Make at most one allocation attempt, if one is due."""
+    """Make at most one allocation attempt, if one is due (or capacity came back while waiting for it)."""
     now = network.clock.now()
     state = status.state
     if state is AllocationState.PENDING:
         status = transition(status, Begin(), now=now, policy=policy, rng=rng)
+    elif state is AllocationState.WAITING_FOR_CAPACITY and capacity_freed:
+        status = transition(status, CapacityFreed(), now=now, policy=policy, rng=rng)
     elif state in (AllocationState.RETRYING, AllocationState.WAITING_FOR_CAPACITY):
         wait = _due_in(status, now)
         if wait:
@@ -91,7 +118,8 @@ async def release_step(
     rng: random.Random,
     now: float,
 ) -> StepResult:
-    """Give back what the allocation holds. With no node network (node gone) there is nothing to return."""
+    """Give back what the allocation holds. `network` None means the node's pool is gone (drained):
+    there is nothing left to return. The caller must not pass None for a pool that is merely not loaded."""
     if status.state is AllocationState.RELEASED:
         return StepResult(status=status, retry_in=None, attempted=False)
     if status.state is not AllocationState.RELEASING:

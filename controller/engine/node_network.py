@@ -116,6 +116,12 @@ class NodeNetwork:
         self._attachments: dict[str, str] = {}  # eni id -> attachment id
         self._reserved_vlans: set[int] = set()
         self._pending_branch_creates = 0
+        # Per pod: how many branch ENIs made for it were deleted again (a failed association). The next
+        # create must not reuse a client token whose ENI is gone: EC2 would answer with the dead ENI.
+        self._branch_generation: dict[str, int] = {}
+        # ENIs whose addresses EC2 may have changed without telling us (an assign whose answer was
+        # lost): described again before the next plan, so no address is assigned twice or leaked.
+        self._suspect_enis: set[str] = set()
         self._refill: asyncio.Task[ExecutionReport] | None = None
         self._background: asyncio.Task[ExecutionReport] | None = None
         self.last_report: ExecutionReport | None = None
@@ -145,20 +151,58 @@ class NodeNetwork:
             allocation=allocation,
         )
 
-    async def _with_throttle_retries(self, call: Callable[[], Awaitable[T]], retries: int | None = None) -> T:
-        """Retry throttled and transient errors a few times with capped, jittered backoff."""
+    async def _with_throttle_retries(
+        self, call: Callable[[], Awaitable[T]], retries: int | None = None, *, transient: bool = True
+    ) -> T:
+        """Retry throttled (and, for idempotent calls, transient) errors with capped, jittered backoff.
+
+        This is the only retry layer: the boto3 adapter makes one attempt per call. A throttled call
+        never took effect; a transient one (5xx, timeout) may have, so only calls that are safe to
+        repeat (client tokens, deletes) pass `transient=True`.
+        """
         limit = self._throttle_retries if retries is None else retries
+        retried = (ErrorClass.THROTTLING, ErrorClass.TRANSIENT) if transient else (ErrorClass.THROTTLING,)
         attempt = 0
         while True:
             try:
                 return await call()
             except Ec2Error as error:
                 attempt += 1
-                if error.error_class not in (ErrorClass.THROTTLING, ErrorClass.TRANSIENT):
+                if error.error_class not in retried:
                     raise
                 if attempt > limit:
                     raise
                 await self.clock.sleep(self._rng.uniform(0, min(8.0, 0.25 * 2**attempt)))
+
+    async def _address_call(self, eni_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Assign/Unassign addresses or prefixes: they carry no client token, so an answer lost after
+        the call took effect must not be repeated blindly. The ENI is described again before the next
+        plan instead, and the pool adopts what EC2 says it has."""
+        try:
+            return await self._with_throttle_retries(call, transient=False)
+        except Ec2Error as error:
+            if error.error_class is ErrorClass.TRANSIENT:
+                self._suspect_enis.add(eni_id)
+            raise
+
+    async def _refresh_suspect_enis(self) -> None:
+        """Make the pool agree with EC2 for ENIs whose last address call had no clear answer."""
+        for eni_id in sorted(self._suspect_enis):
+            eni = self.pool.enis.get(eni_id)
+            if eni is None:
+                self._suspect_enis.discard(eni_id)
+                continue
+            try:
+                (found,) = await self._with_throttle_retries(
+                    lambda eni_id=eni_id: self.ec2.describe_network_interfaces(eni_ids=[eni_id])  # type: ignore[misc]
+                )
+            except NotFoundError:
+                self._suspect_enis.discard(eni_id)
+                continue
+            except (Ec2Error, ValueError):
+                return  # try again before the next plan
+            self.pool.adopt_addresses(eni_id, ips=list(found.secondary_ips), prefixes=list(found.prefixes))
+            self._suspect_enis.discard(eni_id)
 
     # ----- registration and recovery -------------------------------------------------------------
     async def register(
@@ -257,6 +301,7 @@ class NodeNetwork:
             if self.draining:
                 return ExecutionReport(plan=plan_pool(self.pool, now), completed=(), failed=())
             await self._delete_orphans()
+            await self._refresh_suspect_enis()
             plan = plan_pool(self.pool, now)
             self.pool.excess_since = plan.excess_since
             self.pool.branch_excess_since = plan.branch_excess_since
@@ -290,22 +335,20 @@ class NodeNetwork:
             case AttachEni(device_index=index, ip_count=ips, prefix_count=prefixes):
                 await self._attach_pod_eni(index, ips, prefixes)
             case AssignIps(eni_id=eni_id, count=count):
-                new_ips = await self._with_throttle_retries(
-                    lambda: self.ec2.assign_private_ips(eni_id, count=count)
+                new_ips = await self._address_call(
+                    eni_id, lambda: self.ec2.assign_private_ips(eni_id, count=count)
                 )
                 pool.add_ips(eni_id, new_ips)
             case AssignPrefixes(eni_id=eni_id, count=count):
-                new = await self._with_throttle_retries(lambda: self.ec2.assign_prefixes(eni_id, count=count))
+                new = await self._address_call(eni_id, lambda: self.ec2.assign_prefixes(eni_id, count=count))
                 pool.add_prefixes(eni_id, new)
             case ReleaseIps(eni_id=eni_id, ips=ips):
                 pool.remove_ips(eni_id, list(ips))  # first: no pod can take them while EC2 answers
-                await self._with_throttle_retries(
-                    lambda: self.ec2.unassign_private_ips(eni_id, ips=list(ips))
-                )
+                await self._address_call(eni_id, lambda: self.ec2.unassign_private_ips(eni_id, ips=list(ips)))
             case ReleasePrefixes(eni_id=eni_id, prefixes=prefixes):
                 pool.remove_prefixes(eni_id, list(prefixes))
-                await self._with_throttle_retries(
-                    lambda: self.ec2.unassign_prefixes(eni_id, prefixes=list(prefixes))
+                await self._address_call(
+                    eni_id, lambda: self.ec2.unassign_prefixes(eni_id, prefixes=list(prefixes))
                 )
             case DeleteEni(eni_id=eni_id):
                 pool.remove_eni(eni_id)
@@ -346,16 +389,53 @@ class NodeNetwork:
             )
         )
         try:
-            attachment = await self._with_throttle_retries(
-                lambda: self.ec2.attach_network_interface(
-                    eni.eni_id, instance_id=self.pool.instance_id, device_index=device_index
-                )
-            )
+            attachment = await self._attach(eni.eni_id, device_index)
         except Ec2Error:
             await self._delete_quietly(eni.eni_id)
             raise
         self._attachments[eni.eni_id] = attachment
         return eni
+
+    async def _attach(self, eni_id: str, device_index: int) -> str:
+        """AttachNetworkInterface, safe to repeat: after an answer that did not come back, EC2 is asked
+        whether the ENI is attached already (a second attach would fail as a conflict)."""
+        attempt = 0
+        while True:
+            try:
+                return await self.ec2.attach_network_interface(
+                    eni_id, instance_id=self.pool.instance_id, device_index=device_index
+                )
+            except Ec2Error as error:
+                attempt += 1
+                if error.error_class not in (ErrorClass.THROTTLING, ErrorClass.TRANSIENT):
+                    if attempt > 1:
+                        attached = await self._attachment_of(eni_id, device_index)
+                        if attached is not None:
+                            return attached
+                    raise
+                if error.error_class is ErrorClass.TRANSIENT:
+                    attached = await self._attachment_of(eni_id, device_index)
+                    if attached is not None:
+                        return attached
+                if attempt > self._throttle_retries:
+                    raise
+                await self.clock.sleep(self._rng.uniform(0, min(8.0, 0.25 * 2**attempt)))
+
+    async def _attachment_of(self, eni_id: str, device_index: int) -> str | None:
+        try:
+            found = await self._with_throttle_retries(
+                lambda: self.ec2.describe_network_interfaces(eni_ids=[eni_id])
+            )
+        except Ec2Error:
+            return None
+        attachment = found[0].attachment if found else None
+        if (
+            attachment is not None
+            and attachment.instance_id == self.pool.instance_id
+            and attachment.device_index == device_index
+        ):
+            return attachment.attachment_id
+        return None
 
     async def _create_trunk(self, device_index: int) -> None:
         eni = await self._create_and_attach(
@@ -394,8 +474,11 @@ class NodeNetwork:
         self._pending_branch_creates += 1
         # Stable within this process, so a retried create finds its earlier result; after a restart,
         # recovery adopts or deletes what an earlier process made, and a new nonce avoids reusing it.
+        generation = str(self._branch_generation.get(holder, 0)) if holder else ""
         token = (
-            stable_token(pool.instance_id, self._nonce, "branch", holder) if holder else self._token("branch")
+            stable_token(pool.instance_id, self._nonce, "branch", holder, generation)
+            if holder
+            else self._token("branch")
         )
         association_token = stable_token(token, "vlan", str(vlan))
         try:
@@ -419,6 +502,8 @@ class NodeNetwork:
                 )
             except Ec2Error:
                 await self._delete_quietly(eni.eni_id)
+                if holder is not None:
+                    self._branch_generation[holder] = self._branch_generation.get(holder, 0) + 1
                 raise
             branch = BranchEni(
                 eni_id=eni.eni_id,
@@ -544,12 +629,12 @@ class NodeNetwork:
                     raise Ec2Error(problem.code, problem.message, action="Allocate")
                 raise capacity_error("TrunkNotReady", f"node {self.node_name} has no trunk ENI yet")
         groups = request.sorted_groups or self.default_security_group_ids
-        self.warm_branch_groups = groups
         now = self.clock.now()
         pool.expire_cooldowns(now)
         branch = pool.choose_warm_branch(groups)
         if branch is None:
             await self._create_branch(pool.trunk_eni_id, groups, request.key)
+            self.warm_branch_groups = groups  # EC2 accepted these groups: warm branches get them too
             resources = pool.branch_resources(request.key)
             assert resources is not None
             return resources
@@ -562,12 +647,29 @@ class NodeNetwork:
                 pool.unassign_branch(request.key, now, cool_down=False)
                 raise
             pool.set_branch_groups(branch.eni_id, groups)
+        self.warm_branch_groups = groups
         resources = pool.branch_resources(request.key)
         assert resources is not None
         return resources
 
+    def held_keys(self) -> set[str]:
+        """Every allocation key the pool holds something for."""
+        return set(self.pool.key_ips) | set(self.pool.branch_holders)
+
+    def can_serve_now(self, request: AllocationRequest) -> bool:
+        """Could `allocate` succeed without EC2 now? Wakes pods waiting for capacity early."""
+        pool = self.pool
+        pool.expire_cooldowns(self.clock.now())
+        if request.mode is AllocationMode.BRANCH_ENI:
+            return pool.trunk_eni_id is not None and (
+                pool.choose_warm_branch(request.sorted_groups) is not None
+                or (pool.free_vlan(self._reserved_vlans) is not None and pool.limits.trunking)
+            )
+        return pool.free_ip_count() > 0
+
     async def release(self, key: str) -> bool:
         """Return what the key holds to the pool (after a cool-down). No EC2 call. Idempotent."""
+        self._branch_generation.pop(key, None)
         now = self.clock.now()
         if self.pool.release_ip(key, now) is not None:
             return True

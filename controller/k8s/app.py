@@ -16,11 +16,14 @@ from pydantic import BaseModel, ConfigDict
 from controller.clock import WallClock
 from controller.core.instance_limits import parse_branch_limits
 from controller.instance_data import Ec2InstanceLimits, shipped_catalog
+from controller.k8s.ec2_fence import LeaseFencedEc2
 from controller.k8s.http_endpoints import Endpoints
 from controller.k8s.kube_api import KubeApi
 from controller.k8s.leader_election import LeaderElectionConfig, LeaseElector
 from controller.k8s.operator import run_operator
-from controller.k8s.runtime import ControllerConfig, ControllerRuntime, InstanceHook
+from controller.k8s.reconcilers.context import ControllerConfig, InstanceHook, check_cluster_name
+from controller.k8s.runtime import ControllerRuntime
+from controller.k8s.sim_rebuild import rebuild_sim_vpc
 from controller.observability import Metrics, configure_logging
 from controller.ports.ec2 import Ec2Port
 from controller.settings import pool_settings_from_env
@@ -39,7 +42,7 @@ class RunOptions(BaseModel):
 
     kubeconfig: str | None = None
     ec2: Ec2Backend = Ec2Backend.AWS
-    cluster_name: str = "netalloc"
+    cluster_name: str
     region: str = "us-east-1"
     namespace_selector: str = "netalloc.dev/managed=true"
     metrics_port: int = 8080
@@ -58,15 +61,28 @@ def kube_configuration(kubeconfig: str | None) -> k8s.Configuration:
     return configuration
 
 
+# botocore makes one attempt per call (the engine is the only retry layer) with these timeouts, so the
+# longest EC2 call is known: the lease fence lets a write start only if the lease outlasts it.
+EC2_CONNECT_TIMEOUT_S = 2.0
+EC2_READ_TIMEOUT_S = 5.0
+EC2_MAX_CALL_S = EC2_CONNECT_TIMEOUT_S + EC2_READ_TIMEOUT_S
+
+
 def ec2_backend(
     options: RunOptions, metrics: Metrics
-) -> tuple[Ec2Port, Ec2InstanceLimits, InstanceHook | None]:
+) -> tuple[Ec2Port, Ec2InstanceLimits, InstanceHook | None, SimFleet | None]:
     catalog = shipped_catalog(parse_branch_limits(os.environ.get("BRANCH_ENI_LIMITS", "")))
     if options.ec2 is Ec2Backend.AWS:
         from controller.adapters.ec2_boto import Boto3Ec2
 
-        boto = Boto3Ec2.from_config(region=options.region, observer=metrics.observe_ec2)
-        return boto, Ec2InstanceLimits(boto, catalog), None
+        boto = Boto3Ec2.from_config(
+            region=options.region,
+            observer=metrics.observe_ec2,
+            max_attempts=1,
+            connect_timeout_s=EC2_CONNECT_TIMEOUT_S,
+            read_timeout_s=EC2_READ_TIMEOUT_S,
+        )
+        return boto, Ec2InstanceLimits(boto, catalog), None, None
     fleet = SimFleet(clock=WallClock(), cluster_name=options.cluster_name, catalog=catalog)
     fleet.vpc.adopt_unknown_security_groups = True
 
@@ -81,15 +97,23 @@ def ec2_backend(
             )
             logger.info("simulated instance %s (%s) for node %s", instance_id, instance_type, node)
 
-    return fleet.vpc, Ec2InstanceLimits(fleet.vpc, catalog), match_node
+    return fleet.vpc, Ec2InstanceLimits(fleet.vpc, catalog), match_node, fleet
 
 
 async def run(options: RunOptions) -> None:
     configure_logging(json_logs=options.json_logs)
+    check_cluster_name(options.cluster_name)
     configuration = kube_configuration(options.kubeconfig)
     metrics = Metrics()
-    ec2, limits, hook = ec2_backend(options, metrics)
+    ec2, limits, hook, fleet = ec2_backend(options, metrics)
     kube = KubeApi.for_configuration(configuration, on_write=metrics.observe_kube_write)
+    elector = (
+        LeaseElector(kube, LeaderElectionConfig(namespace=options.lease_namespace))
+        if options.leader_election
+        else None
+    )
+    if elector is not None:
+        ec2 = LeaseFencedEc2(ec2, elector.holds_lease_for, max_call_s=EC2_MAX_CALL_S)
     runtime = ControllerRuntime(
         config=ControllerConfig(
             cluster_name=options.cluster_name,
@@ -108,11 +132,11 @@ async def run(options: RunOptions) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    elector = (
-        LeaseElector(kube, LeaderElectionConfig(namespace=options.lease_namespace))
-        if options.leader_election
-        else None
-    )
+
+    async def start_controller() -> None:
+        if fleet is not None:
+            await rebuild_sim_vpc(fleet.vpc, fleet.subnet.subnet_id, kube, cluster_name=options.cluster_name)
+        await run_operator(runtime, configuration, stop_flag=stop)
 
     def ready() -> bool:
         return runtime.started.is_set() or (elector is not None and not elector.is_leader)
@@ -121,12 +145,12 @@ async def run(options: RunOptions) -> None:
     await endpoints.start()
     try:
         if elector is None:
-            await run_operator(runtime, configuration, stop_flag=stop)
+            await start_controller()
         else:
 
             async def lead() -> None:
                 logger.info("leading: starting the controller")
-                await run_operator(runtime, configuration, stop_flag=stop)
+                await start_controller()
 
             waiter = asyncio.create_task(stop.wait())
             election = asyncio.create_task(elector.run(lead))

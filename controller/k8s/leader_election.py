@@ -38,7 +38,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller.k8s.kube_api import JsonObject, KubeApi
+from controller.k8s.kube_api import JsonObject, KubeApi, KubeError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ ACQUIRE_JITTER = 0.2  # the acquire loop waits retry_period * (1 + up to 20 %), 
 RELEASED_LEASE_DURATION_S = 1  # what client-go writes on release
 # Failures of one attempt that are worth retrying: API errors (5xx, 429, 403 while RBAC settles),
 # connection errors, and our own per-attempt timeout.
-TRANSIENT_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError)
+TRANSIENT_ERRORS = (KubeError, ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError)
 
 
 def default_identity() -> str:
@@ -135,12 +135,23 @@ class LeaseElector:
         self._is_leader = False
         self._record: LeaseRecord | None = None  # the last version of the Lease we read or wrote
         self._observed_at = 0.0  # loop time at which `_record` last changed (client-go's observedTime)
+        self._renewed_at: float | None = None  # loop time at which our last successful write started
 
     # -- for the readiness probe --------------------------------------------------------------------------
 
     @property
     def is_leader(self) -> bool:
         return self._is_leader
+
+    def holds_lease_for(self, seconds: float) -> bool:
+        """Will no standby take over within `seconds` from now? Checked before every EC2 write.
+
+        A standby may take the Lease `lease_duration_s` after our last successful renewal began, so a
+        call that starts now and lasts at most `seconds` ends while we still hold it.
+        """
+        if not self._is_leader or self._renewed_at is None:
+            return False
+        return asyncio.get_running_loop().time() + seconds < self._renewed_at + self.config.lease_duration_s
 
     @property
     def holder(self) -> str | None:
@@ -189,6 +200,7 @@ class LeaseElector:
             outcome = await self._attempt()
             if outcome == "leading":
                 self._is_leader = True
+                self._renewed_at = started
                 log.info("%s became the leader (lease %s/%s)", *self._who())
                 return started
             await asyncio.sleep(self.config.retry_period_s * (1 + random.random() * ACQUIRE_JITTER))
@@ -212,7 +224,7 @@ class LeaseElector:
             except TimeoutError:
                 outcome = "failed"
             if outcome == "leading":
-                renewed_at = started
+                renewed_at = self._renewed_at = started
             elif outcome == "held-by-other":
                 self._is_leader = False
                 holder = self.holder

@@ -1,32 +1,22 @@
-"""NodeNetworkPool objects: built from a Node, and their status from a node's pool."""
+"""NodeNetworkPool objects: their spec from a Node and the settings, their status from a node's pool.
+
+The status is what an operator reads (`kubectl get nnp`) and what `--ec2 sim` rebuilds its VPC from
+after a restart: limits, the trunk, every ENI with its addresses and prefixes, the branch counts, and
+one `Ready` condition whose lastTransitionTime moves only when its status does.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from controller.core.conditions import rfc3339
+from controller.core.conditions import condition_reason, rfc3339
 from controller.engine.node_network import NodeNetwork
-from controller.k8s.resources import NODE_NETWORK_POOL
+from controller.k8s.objects import JsonObject, NodeView
+from controller.k8s.resources import NODE_NETWORK_POOL, PoolMode
 from controller.settings import PoolSettings
 
-_PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[a-z0-9-]+)/(?P<instance>i-[0-9a-f]{8,17})$")
-
-
-class ProviderId(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    zone: str
-    instance_id: str
-
-
-def parse_provider_id(provider_id: str) -> ProviderId | None:
-    """`aws:///us-west-2a/i-0123456789abcdef0` -> zone and instance id; None for anything else."""
-    match = _PROVIDER_ID.match(provider_id.strip())
-    return None if match is None else ProviderId(zone=match["zone"], instance_id=match["instance"])
+POOL_FINALIZER = "netalloc.dev/pool"
 
 
 def settings_spec(settings: PoolSettings) -> dict[str, int]:
@@ -41,47 +31,85 @@ def settings_spec(settings: PoolSettings) -> dict[str, int]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def new_nnp(
-    *, node: Mapping[str, Any], instance_id: str, instance_type: str, subnet_id: str, settings: PoolSettings
-) -> dict[str, Any]:
-    meta = node["metadata"]
+def nnp_spec(
+    *, node_name: str, instance_id: str, instance_type: str, subnet_id: str | None, settings: PoolSettings
+) -> JsonObject:
+    """The spec the node's NodeNetworkPool should have now (the mode follows the current settings)."""
+    spec: JsonObject = {
+        "nodeName": node_name,
+        "instanceId": instance_id,
+        "instanceType": instance_type,
+        "mode": (
+            PoolMode.PREFIX_DELEGATION if settings.enable_prefix_delegation else PoolMode.SECONDARY_IP
+        ).value,
+        "podENI": settings.enable_pod_eni,
+        "settings": settings_spec(settings),
+    }
+    if subnet_id:
+        spec["subnetId"] = subnet_id
+    return spec
+
+
+def spec_outdated(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Does the stored spec differ from `desired`? A subnet not known yet does not erase a stored one."""
+    wanted = dict(desired)
+    if "subnetId" not in wanted and current.get("subnetId"):
+        wanted["subnetId"] = current["subnetId"]
+    return dict(current) != wanted
+
+
+def new_nnp(*, node: NodeView, spec: JsonObject) -> JsonObject:
+    """The node's NodeNetworkPool, with netalloc's finalizer: it goes only after the pool is drained."""
     return {
         "apiVersion": NODE_NETWORK_POOL.api_version,
         "kind": NODE_NETWORK_POOL.kind,
         "metadata": {
-            "name": meta["name"],
+            "name": node.name,
+            "finalizers": [POOL_FINALIZER],
             "ownerReferences": [
                 {
                     "apiVersion": "v1",
                     "kind": "Node",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
+                    "name": node.name,
+                    "uid": node.uid,
                     "blockOwnerDeletion": False,
                 }
             ],
         },
-        "spec": {
-            "nodeName": meta["name"],
-            "instanceId": instance_id,
-            "instanceType": instance_type,
-            "subnetId": subnet_id,
-            "mode": "PrefixDelegation" if settings.enable_prefix_delegation else "SecondaryIP",
-            "podENI": settings.enable_pod_eni,
-            "settings": settings_spec(settings),
-        },
+        "spec": spec,
     }
 
 
-def nnp_status(network: NodeNetwork, *, ready: bool) -> dict[str, Any]:
+def ready_condition(
+    previous: Sequence[Mapping[str, Any]], *, ready: bool, reason: str, message: str, now: float
+) -> JsonObject:
+    """The pool's `Ready` condition; its lastTransitionTime is kept while its status stays the same."""
+    status = "True" if ready else "False"
+    before = next((c for c in previous if c.get("type") == "Ready"), None)
+    since = (
+        before.get("lastTransitionTime") if before is not None and before.get("status") == status else None
+    )
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": condition_reason(reason),
+        "message": message[:32768],
+        "lastTransitionTime": since or rfc3339(now),
+    }
+
+
+def nnp_status(network: NodeNetwork, *, previous: Mapping[str, Any], now: float) -> JsonObject:
+    """The status of a registered pool."""
     pool = network.pool
     status = pool.status()
     limits = pool.limits
     report = network.last_report
     problem = report.first_error if report is not None else None
-    reason, message = ("PoolReady", "the pool is at its targets") if ready else ("PoolIncomplete", "")
-    if problem is not None:
-        reason, message = problem.code.replace(".", ""), problem.message
-    return {
+    if problem is None:
+        reason, message, ready = "PoolReady", "the pool is at its targets", True
+    else:
+        reason, message, ready = problem.code, f"{problem.action}: {problem.message}", False
+    body: JsonObject = {
         "limits": {
             "maxEnis": limits.max_enis,
             "ipv4PerEni": limits.ipv4_per_eni,
@@ -90,6 +118,7 @@ def nnp_status(network: NodeNetwork, *, ready: bool) -> dict[str, Any]:
             "vcpus": limits.vcpus,
         },
         "trunkEniId": status.trunk_eni_id,
+        "trunkDeviceIndex": pool.trunk_device_index,
         "enis": list(status.enis),
         "branchEnis": {
             "warm": status.branch_warm,
@@ -99,14 +128,22 @@ def nnp_status(network: NodeNetwork, *, ready: bool) -> dict[str, Any]:
         },
         "freeIps": status.free_ips,
         "usedIps": status.used_ips,
-        "lastPlan": list(report.completed) if report is not None else [],
+        "lastPlan": list(report.completed)[:64] if report is not None else [],
         "conditions": [
-            {
-                "type": "Ready",
-                "status": "True" if ready and problem is None else "False",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": rfc3339(network.clock.now()),
-            }
+            ready_condition(
+                previous.get("conditions") or (), ready=ready, reason=reason, message=message, now=now
+            )
         ],
+    }
+    return body
+
+
+def unready_status(*, reason: str, message: str, previous: Mapping[str, Any], now: float) -> JsonObject:
+    """The status of a pool that could not be made (or drained): only the condition saying why."""
+    return {
+        "conditions": [
+            ready_condition(
+                previous.get("conditions") or (), ready=False, reason=reason, message=message, now=now
+            )
+        ]
     }

@@ -1,10 +1,8 @@
-"""The kopf operator: handlers registered on an explicit registry, each a one-line call into the runtime.
+"""The kopf operator: only `on.event` handlers, each a one-line call into the runtime.
 
-Pods, Nodes, Namespaces and SecurityGroupPolicies get only `on.event` handlers, which kopf
-implements without writing anything to the object. Only NodeNetworkPools use kopf's create/resume/
-delete handlers; kopf's finalizer and its progress and diff-base annotations live on those objects,
-under netalloc's own prefix. PodNetworkAllocations are handled by the runtime's own work queue,
-with netalloc's release finalizer set when the PNA is created.
+kopf's `on.event` writes nothing to the objects it reports (no finalizers, no progress or diff-base
+annotations), so no Pod, Node or any other object is ever written by kopf on netalloc's behalf. All
+durable state, finalizers and retries are netalloc's own, on its own objects, through the runtime.
 """
 
 from __future__ import annotations
@@ -17,13 +15,10 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 
-from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION, SECURITY_GROUP_POLICY
-from controller.k8s.runtime import ControllerRuntime
+from controller.k8s.runtime import REFS, ControllerRuntime
 
 logger = logging.getLogger("netalloc.operator")
-
-KOPF_PREFIX = "kopf.netalloc.dev"
-POOL_FINALIZER = "netalloc.dev/pool"
+START_RETRY_S = (0.5, 30.0)  # backoff while the first lists fail (API server starting, RBAC settling)
 
 
 def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
@@ -46,11 +41,20 @@ def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
     )
 
 
+async def start_with_retries(runtime: ControllerRuntime) -> None:
+    delay = START_RETRY_S[0]
+    while True:
+        try:
+            await runtime.start()
+            return
+        except Exception as error:
+            logger.warning("could not start the controller (%s); retrying in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(START_RETRY_S[1], delay * 2)
+
+
 def build_registry(runtime: ControllerRuntime, configuration: k8s.Configuration) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    pna = POD_NETWORK_ALLOCATION
-    nnp = NODE_NETWORK_POOL
-    sgp = SECURITY_GROUP_POLICY
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -58,49 +62,27 @@ def build_registry(runtime: ControllerRuntime, configuration: k8s.Configuration)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = POOL_FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=KOPF_PREFIX, key="last-handled-configuration"
-        )
         settings.posting.enabled = False  # netalloc posts its own Events on its own objects
         settings.scanning.disabled = True  # the resources are fixed; no cluster-wide discovery polling
         settings.watching.connect_timeout = 10
         settings.watching.server_timeout = 300
+        settings.watching.reconnect_backoff = 0.5
         settings.queueing.idle_timeout = 1.0  # per-object workers exit soon; thousands of pods come and go
-        await runtime.start()
+        await start_with_retries(runtime)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await runtime.stop()
 
-    def watcher(handle: Callable[[str | None, dict[str, Any]], None]) -> Callable[..., Awaitable[None]]:
+    def watcher(kind: str) -> Callable[..., Awaitable[None]]:
         async def on_event(event: kopf.RawEvent, **_: Any) -> None:
             await runtime.started.wait()
-            handle(event.get("type"), dict(event["object"]))
+            runtime.on_event(kind, event.get("type"), event["object"])
 
         return on_event
 
-    kopf.on.event("", "v1", "namespaces", registry=registry, id="namespaces")(watcher(runtime.on_namespace))
-    kopf.on.event(*sgp.kopf_resource, registry=registry, id="securitygrouppolicies")(
-        watcher(runtime.on_security_group_policy)
-    )
-    kopf.on.event("", "v1", "nodes", registry=registry, id="nodes")(watcher(runtime.on_node))
-    kopf.on.event("", "v1", "pods", registry=registry, id="pods")(watcher(runtime.on_pod))
-    kopf.on.event(*pna.kopf_resource, registry=registry, id="podnetworkallocations")(watcher(runtime.on_pna))
-
-    @kopf.on.resume(*nnp.kopf_resource, registry=registry, id="pool")
-    @kopf.on.create(*nnp.kopf_resource, registry=registry, id="pool")
-    async def pool_registered(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await runtime.started.wait()
-        patch.status.update(await runtime.register_pool(body))
-
-    @kopf.on.delete(*nnp.kopf_resource, registry=registry, id="drain")
-    async def pool_deleted(body: kopf.Body, **_: Any) -> None:
-        problems = await runtime.drain_pool(body)
-        if problems:
-            raise kopf.TemporaryError("; ".join(problems), delay=15)
-
+    for kind, ref in REFS.items():
+        kopf.on.event(*ref.kopf_resource, registry=registry, id=kind)(watcher(kind))
     return registry
 
 

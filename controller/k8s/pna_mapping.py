@@ -3,71 +3,57 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from controller.core.allocation_model import AllocationMode, AllocationRequest, AssignedResources
 from controller.core.allocation_state import AllocationState, AllocationStatus, ErrorInfo
 from controller.core.conditions import Condition, rfc3339
+from controller.k8s.objects import JsonObject, PnaSpec, PnaView, PodView
 from controller.k8s.resources import POD_NETWORK_ALLOCATION
 
 RELEASE_FINALIZER = "netalloc.dev/release"
 POD_LABEL = "netalloc.dev/pod"
+NODE_LABEL = "netalloc.dev/node"
 
 
-def pna_name(pod_name: str) -> str:
-    """One PNA per pod, named after it (pod names are valid object names)."""
-    return pod_name
+def new_pna(*, pod: PodView, spec: PnaSpec) -> JsonObject:
+    """The PNA for a pod: owned by the pod, with netalloc's release finalizer set at create.
 
-
-def allocation_key(namespace: str, name: str, uid: str) -> str:
-    return f"{namespace}/{name}/{uid}"
-
-
-def new_pna(
-    *,
-    pod: Mapping[str, Any],
-    mode: AllocationMode,
-    security_group_ids: tuple[str, ...],
-) -> dict[str, Any]:
-    """The PNA for a pod: owned by the pod (it goes with it), with our release finalizer set at create."""
-    meta = pod["metadata"]
+    The owner reference is informational (kubectl shows it; a cluster with garbage collection removes
+    a PNA whose pod is gone): netalloc does not rely on it and deletes such PNAs itself.
+    """
     return {
         "apiVersion": POD_NETWORK_ALLOCATION.api_version,
         "kind": POD_NETWORK_ALLOCATION.kind,
         "metadata": {
-            "name": pna_name(meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": {POD_LABEL: meta["name"]},
+            "name": pod.name,
+            "namespace": pod.namespace,
+            "labels": {POD_LABEL: pod.name, NODE_LABEL: spec.node_name},
             "finalizers": [RELEASE_FINALIZER],
             "ownerReferences": [
                 {
                     "apiVersion": "v1",
                     "kind": "Pod",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
+                    "name": pod.name,
+                    "uid": pod.uid,
                     "controller": True,
                     "blockOwnerDeletion": False,
                 }
             ],
         },
-        "spec": {
-            "podName": meta["name"],
-            "podUID": meta["uid"],
-            "nodeName": pod["spec"]["nodeName"],
-            "mode": mode.value,
-            "securityGroupIds": list(security_group_ids),
-        },
+        "spec": spec.to_k8s(),
     }
 
 
-def request_from_pna(pna: Mapping[str, Any]) -> AllocationRequest:
-    meta, spec = pna["metadata"], pna["spec"]
+def request_from(pna: PnaView) -> AllocationRequest:
     return AllocationRequest(
-        key=allocation_key(meta["namespace"], spec["podName"], spec["podUID"]),
-        node_name=spec["nodeName"],
-        mode=AllocationMode(spec["mode"]),
-        security_group_ids=tuple(spec.get("securityGroupIds") or ()),
+        key=pna.allocation_key,
+        node_name=pna.spec.node_name,
+        mode=pna.spec.mode,
+        security_group_ids=pna.spec.security_group_ids,
     )
 
 
@@ -77,8 +63,9 @@ def _epoch(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def status_to_k8s(status: AllocationStatus) -> dict[str, Any]:
-    """The status subresource body. Absent values are written as null so a merge patch clears them."""
+def status_to_k8s(status: AllocationStatus) -> JsonObject:
+    """The status subresource body: a pure function of the status. Absent values are null, so a
+    merge patch clears them."""
     resources = status.resources
     return {
         "state": status.state.value,
@@ -101,38 +88,81 @@ def status_to_k8s(status: AllocationStatus) -> dict[str, Any]:
     }
 
 
-def status_from_k8s(pna: Mapping[str, Any]) -> AllocationStatus | None:
-    """The status as last persisted, or None if the PNA has none yet (or it is unreadable)."""
-    raw = pna.get("status") or {}
-    if not raw.get("state"):
+def same_status(written: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Would writing `written` change `stored`? (Nulls in a merge patch are absent fields.)"""
+    return {k: v for k, v in written.items() if v is not None} == {
+        k: v for k, v in stored.items() if v is not None
+    }
+
+
+class StatusRead(BaseModel):
+    """A PNA status as read back. Never silently None: an unreadable status keeps what it still says."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: AllocationStatus | None = None  # None: no status yet, or unreadable
+    problem: str = ""  # why the status cannot be read ("" when it can, or when there is none)
+    salvaged: AssignedResources | None = None  # the address an unreadable status still records
+
+    @property
+    def unreadable(self) -> bool:
+        return bool(self.problem)
+
+    @property
+    def resources(self) -> AssignedResources | None:
+        """What the PNA says its pod holds, readable or not: restored into the pool after a restart."""
+        if self.status is not None:
+            return self.status.resources
+        return self.salvaged
+
+
+def _resources(raw: Mapping[str, Any], mode: AllocationMode) -> AssignedResources | None:
+    if not (raw.get("ip") and raw.get("eniId")):
         return None
+    return AssignedResources(
+        mode=mode,
+        ip=raw["ip"],
+        eni_id=raw["eniId"],
+        subnet_cidr=raw.get("subnetCidr") or "",
+        mac_address=raw.get("macAddress") or "",
+        vlan_id=raw.get("vlanId"),
+        prefix=raw.get("prefix"),
+        security_group_ids=tuple(raw.get("securityGroupIds") or ()),
+    )
+
+
+def read_status(pna: PnaView) -> StatusRead:
+    """The status as last persisted; unreadable ones say why and keep the address they record."""
+    raw = pna.status
+    if not raw.get("state"):
+        return StatusRead()
+    mode = pna.spec.mode
     try:
         state = AllocationState(raw["state"])
-        resources = None
-        if raw.get("ip") and raw.get("eniId"):
-            mode = AllocationMode(pna["spec"]["mode"])
-            resources = AssignedResources(
-                mode=mode,
-                ip=raw["ip"],
-                eni_id=raw["eniId"],
-                subnet_cidr=raw.get("subnetCidr") or "",
-                mac_address=raw.get("macAddress") or "",
-                vlan_id=raw.get("vlanId"),
-                prefix=raw.get("prefix"),
-                security_group_ids=tuple(raw.get("securityGroupIds") or ()),
-            )
-        return AllocationStatus(
+        resources = (
+            _resources(raw, mode) if state in (AllocationState.ALLOCATED, AllocationState.RELEASING) else None
+        )
+        status = AllocationStatus(
             state=state,
             reason=raw.get("reason") or state.value,
             message=raw.get("message") or "",
             attempts=raw.get("attempts") or 0,
             release_attempts=raw.get("releaseAttempts") or 0,
-            last_transition_time=_epoch(raw.get("lastTransitionTime")) or datetime.now(UTC).timestamp(),
+            last_transition_time=_epoch(raw.get("lastTransitionTime")) or 0.0,
             next_attempt_at=_epoch(raw.get("nextAttemptTime")),
             resources=resources,
             last_error=ErrorInfo.model_validate(raw["lastError"]) if raw.get("lastError") else None,
             observed_generation=raw.get("observedGeneration") or 1,
             conditions=tuple(Condition.model_validate(c) for c in raw.get("conditions") or ()),
         )
-    except (ValueError, KeyError, TypeError):
-        return None
+        return StatusRead(status=status)
+    except (ValidationError, ValueError, KeyError, TypeError) as error:
+        salvaged: AssignedResources | None = None
+        try:
+            salvaged = _resources(raw, mode)
+        except (ValidationError, ValueError, TypeError):
+            salvaged = None
+        problem = str(error).replace("\n", " ")[:400]
+        return StatusRead(
+            problem=f"status of {pna.namespace}/{pna.name} cannot be read: {problem}", salvaged=salvaged
+        )

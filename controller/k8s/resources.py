@@ -81,6 +81,9 @@ SECURITY_GROUP_POLICY = ResourceRef(
 PODS = ResourceRef("", "v1", "pods", "Pod", namespaced=True, singular="pod", short_name="po")
 NODES = ResourceRef("", "v1", "nodes", "Node", namespaced=False, singular="node", short_name="no")
 NAMESPACES = ResourceRef("", "v1", "namespaces", "Namespace", namespaced=False, singular="namespace")
+SERVICE_ACCOUNTS = ResourceRef(
+    "", "v1", "serviceaccounts", "ServiceAccount", namespaced=True, singular="serviceaccount", short_name="sa"
+)
 EVENTS = ResourceRef("", "v1", "events", "Event", namespaced=True, singular="event", short_name="ev")
 LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True, singular="lease")
 

@@ -26,8 +26,9 @@ from controller.instance_data import Ec2InstanceLimits
 from controller.k8s.api_emulator import KubeApiEmulator
 from controller.k8s.kube_api import KubeApi
 from controller.k8s.operator import run_operator
+from controller.k8s.reconcilers.context import ControllerConfig
 from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
-from controller.k8s.runtime import ControllerConfig, ControllerRuntime
+from controller.k8s.runtime import ControllerRuntime
 from controller.settings import PoolSettings
 from controller.sim_fleet import SimFleet
 

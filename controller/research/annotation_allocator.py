@@ -38,6 +38,7 @@ from typing import Any
 from controller.adapters.rate_limiter import RateLimiter
 from controller.clock import Clock
 from controller.core.errors import Ec2Error, NotFoundError
+from controller.engine.work_queue import RateLimitingQueue
 from controller.ports.ec2 import Ec2Port, InstanceTypeInfo, InterfaceType
 from controller.research.api_server import (
     NODE,
@@ -61,7 +62,6 @@ from controller.research.metrics import MetricsRecorder
 from controller.research.sdk_client import SdkRetryingClient
 from controller.research.security_group_policy import SGP, security_groups_for_pod
 from controller.research.virtual_time import spawn
-from controller.research.work_queue import RateLimitingQueue
 
 RC_OWNER_TAG = "eks:eni:owner"
 RC_OWNER_VALUE = "eks-vpc-resource-controller"

@@ -25,6 +25,7 @@ from controller.core.allocation_state import (
     ReleaseAttemptFailed,
     ReleaseRequested,
     ReleaseSucceeded,
+    ResourcesLost,
     Resumed,
     RetryDue,
     SpecChanged,
@@ -117,6 +118,7 @@ def events_of_kind(kind: EventKind, status: AllocationStatus) -> list[Allocation
         K.RELEASE_REQUESTED: [ReleaseRequested()],
         K.RELEASE_SUCCEEDED: [ReleaseSucceeded()],
         K.RELEASE_ATTEMPT_FAILED: [ReleaseAttemptFailed(error=error) for error in (THROTTLED, NO_SUBNET)],
+        K.RESOURCES_LOST: [ResourcesLost(reason="NodePoolDrained", message="node node-a was deleted")],
     }
     return by_kind[kind]
 
@@ -180,6 +182,9 @@ EXPECTATIONS: dict[tuple[AllocationState, EventKind, str], Expected] = {
     (S.RETRYING, K.SPEC_CHANGED, "is_newer_generation"): SPEC,
     (S.WAITING_FOR_CAPACITY, K.SPEC_CHANGED, "is_newer_generation"): SPEC,
     (S.FAILED, K.SPEC_CHANGED, "is_newer_generation"): SPEC,
+    (S.ALLOCATED, K.RESOURCES_LOST, "unconditional"): Expected(
+        fixed("NodePoolDrained"), "reset", "same", "none", "none"
+    ),
     (S.PENDING, K.RELEASE_REQUESTED, "unconditional"): RELEASE,
     (S.ALLOCATING, K.RELEASE_REQUESTED, "unconditional"): RELEASE,
     (S.ALLOCATED, K.RELEASE_REQUESTED, "unconditional"): RELEASE,
@@ -208,6 +213,7 @@ EXPECTED_TARGETS = {
     K.RELEASE_REQUESTED: S.RELEASING,
     K.RELEASE_SUCCEEDED: S.RELEASED,
     K.RELEASE_ATTEMPT_FAILED: S.RELEASING,
+    K.RESOURCES_LOST: S.PENDING,
 }
 ATTEMPT_FAILED_TARGETS = {
     ErrorClass.THROTTLING: S.RETRYING,

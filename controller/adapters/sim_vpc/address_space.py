@@ -230,6 +230,20 @@ class SubnetAddressSpace:
         self._set_mask(block, FULL_BLOCK)
         self._free += BLOCK_SIZE
 
+    def claim_address(self, address: int) -> None:
+        """Allocate this very address (rebuilding a VPC from records); ValueError if it is not free."""
+        if not self.is_free(address):
+            raise ValueError(f"{format_ipv4(address)} is not free")
+        self._take(self._offset(address))
+
+    def claim_prefix(self, start: int) -> None:
+        """Allocate this very aligned /28; ValueError unless all 16 addresses are free."""
+        offset = self._offset(start)
+        if offset % BLOCK_SIZE or self._masks[offset >> 4] != FULL_BLOCK:
+            raise ValueError(f"{format_prefix(start)} is not a free aligned /28")
+        self._set_mask(offset >> 4, 0)
+        self._free -= BLOCK_SIZE
+
     # -- addresses used by others (fragmentation set-ups) --------------------------------------
 
     def occupy(self, addresses: Iterable[int]) -> None:

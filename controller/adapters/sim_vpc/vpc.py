@@ -297,6 +297,97 @@ class SimulatedVpc:
         self._instances[instance.instance_id] = instance
         return self._instance_info(instance)
 
+    # -- rebuilding from records (`netalloc run --ec2 sim` after a restart or a failover) --------------
+
+    def restore_instance(
+        self,
+        instance_type: str,
+        subnet_id: str,
+        *,
+        instance_id: str,
+        primary_eni_id: str,
+        security_group_ids: Iterable[str] = (),
+    ) -> InstanceInfo:
+        """An instance whose primary ENI has a known id (its addresses come with `restore_addresses`)."""
+        if instance_id in self._instances:
+            raise ValueError(f"instance {instance_id} already exists")
+        info = self.launch_instance(
+            instance_type, subnet_id, security_group_ids=security_group_ids, instance_id=instance_id
+        )
+        eni = self._enis.pop(info.primary_eni_id)
+        for pair in eni.tags.items():
+            self._by_tag.get(pair, set()).discard(eni.eni_id)
+        assert eni.attachment is not None
+        self._attachments[eni.attachment.attachment_id] = primary_eni_id
+        eni.eni_id = primary_eni_id
+        self._issued.add(primary_eni_id)
+        self._enis[primary_eni_id] = eni
+        instance = self._instances[instance_id]
+        instance.devices[0] = primary_eni_id
+        instance.primary_eni_id = primary_eni_id
+        return self._instance_info(instance)
+
+    def restore_eni(
+        self,
+        *,
+        eni_id: str,
+        subnet_id: str,
+        interface_type: InterfaceType,
+        tags: Mapping[str, str],
+        security_group_ids: Iterable[str] = (),
+        private_ip: str | None = None,
+        mac_address: str | None = None,
+        attach_to: tuple[str, int] | None = None,
+    ) -> NetworkInterface:
+        """An ENI with a known id (and primary address, if known), attached where the records say."""
+        if eni_id in self._enis:
+            raise ValueError(f"{eni_id} already exists")
+        subnet = self._subnet(subnet_id)
+        groups = self._known_groups(security_group_ids)
+        if private_ip is not None:
+            subnet.space.claim_address(parse_ipv4(private_ip))
+            primary = parse_ipv4(private_ip)
+        else:
+            (primary,) = subnet.space.allocate_addresses(1)
+        self._seq += 1
+        eni = _Eni(
+            eni_id=eni_id,
+            seq=self._seq,
+            subnet=subnet,
+            interface_type=interface_type,
+            mac_address=mac_address or self._new_mac(),
+            primary_ip=primary,
+            security_group_ids=groups,
+            tags=dict(tags),
+        )
+        self._issued.add(eni_id)
+        self._enis[eni_id] = eni
+        for pair in eni.tags.items():
+            self._by_tag.setdefault(pair, set()).add(eni_id)
+        if attach_to is not None:
+            self._attach(eni, self._instance(attach_to[0]), attach_to[1])
+        return self._eni_model(eni)
+
+    def restore_addresses(
+        self, eni_id: str, *, ips: Iterable[str] = (), prefixes: Iterable[str] = ()
+    ) -> None:
+        """Give a rebuilt ENI these secondary addresses and /28 prefixes (those it has already are kept)."""
+        eni = self._eni(eni_id)
+        space = eni.subnet.space
+        for prefix in prefixes:
+            start = parse_prefix(prefix)
+            if start not in eni.prefixes:
+                space.claim_prefix(start)
+                eni.prefixes[start] = None
+        for ip in ips:
+            address = parse_ipv4(ip)
+            if address not in eni.secondary_ips and not any(s <= address < s + 16 for s in eni.prefixes):
+                space.claim_address(address)
+                eni.secondary_ips[address] = None
+
+    def restore_association(self, *, branch_eni_id: str, trunk_eni_id: str, vlan_id: int) -> TrunkAssociation:
+        return self._associate(branch_eni_id, trunk_eni_id, vlan_id)
+
     def terminate_instance(self, instance_id: str) -> None:
         """Delete-on-termination ENIs (the primary) go away; every other ENI is detached and stays."""
         instance = self._instance(instance_id)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from controller.clock import LoopClock
+from controller.engine.work_queue import RateLimitingQueue
 from controller.research.virtual_time import run_virtual
-from controller.research.work_queue import RateLimitingQueue
 
 
 def _queue() -> RateLimitingQueue[str]:

@@ -1,0 +1,210 @@
+"""Caches of watched objects that a relist can correct.
+
+A watch can miss deletions: after a 410 Gone kopf lists again and replays what exists, but says
+nothing of what went away in the gap. `Store.replace` takes a full list and its resourceVersion, as
+client-go's reflector does: objects missing from the list that the list is newer than are dropped.
+Resource versions order the writes, so an event older than what the store holds (the echo of a write
+whose answer was applied first, or a late event after a relist) changes nothing, and a recent
+deletion is remembered (a tombstone) so a stale list cannot bring the object back.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from controller.k8s.objects import (
+    NamespaceView,
+    NnpView,
+    NodeView,
+    PnaView,
+    PodView,
+    PolicyView,
+    ServiceAccountView,
+)
+
+TOMBSTONE_LIMIT = 50_000
+
+
+class _Versioned(Protocol):
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def resource_version(self) -> str: ...
+
+
+V = TypeVar("V", bound=_Versioned)
+K = TypeVar("K", bound=Hashable)
+
+
+def newer_or_same(a: str, b: str) -> bool:
+    """Is resourceVersion `a` at least `b`? Versions are opaque, but etcd's are integers; compare those."""
+    if a.isdigit() and b.isdigit():
+        return int(a) >= int(b)
+    return a == b
+
+
+@dataclass(frozen=True)
+class Change(Generic[K, V]):
+    key: K
+    old: V | None
+    new: V | None
+
+
+class Store(Generic[K, V]):
+    """Objects of one kind by key. Not thread-safe: the controller's loop owns it."""
+
+    def __init__(self, parse: Callable[[Mapping[str, Any]], V], key_of: Callable[[V], K]) -> None:
+        self._parse = parse
+        self._key_of = key_of
+        self._items: dict[K, V] = {}
+        self._tombstones: OrderedDict[K, str] = OrderedDict()
+        self.listeners: list[Callable[[Change[K, V]], None]] = []
+        self.synced = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[V]:
+        return iter(list(self._items.values()))
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def all_keys(self) -> list[K]:
+        return list(self._items)
+
+    def key_of(self, view: V) -> K:
+        return self._key_of(view)
+
+    def parse(self, body: Mapping[str, Any]) -> V:
+        return self._parse(body)
+
+    def apply_event(self, event_type: str | None, body: Mapping[str, Any]) -> Change[K, V] | None:
+        view = self._parse(body)
+        if event_type == "DELETED":
+            return self.remove(self._key_of(view), view.resource_version)
+        return self.upsert(view)
+
+    def upsert(self, view: V) -> Change[K, V] | None:
+        """Store `view` unless what is held (or a recent deletion) is newer."""
+        key = self._key_of(view)
+        old = self._items.get(key)
+        if old is not None and newer_or_same(old.resource_version, view.resource_version):
+            return None  # what we hold is as new (an echo) or newer (a late event)
+        deleted_at = self._tombstones.get(key)
+        if old is None and deleted_at is not None and newer_or_same(deleted_at, view.resource_version):
+            return None
+        self._tombstones.pop(key, None)
+        self._items[key] = view
+        return self._notify(Change(key, old, view))
+
+    def remove(self, key: K, resource_version: str = "") -> Change[K, V] | None:
+        old = self._items.get(key)
+        if old is not None and resource_version and not newer_or_same(resource_version, old.resource_version):
+            return None  # a deletion older than what we hold: the object was created again since
+        self._tombstones[key] = resource_version
+        self._tombstones.move_to_end(key)
+        while len(self._tombstones) > TOMBSTONE_LIMIT:
+            self._tombstones.popitem(last=False)
+        if old is None:
+            return None
+        del self._items[key]
+        return self._notify(Change(key, old, None))
+
+    def replace(self, bodies: Iterable[Mapping[str, Any]], list_version: str) -> list[Change[K, V]]:
+        """Make the store what a full list at `list_version` says, keeping anything newer than it."""
+        changes: list[Change[K, V]] = []
+        listed: set[K] = set()
+        for body in bodies:
+            view = self._parse(body)
+            key = self._key_of(view)
+            listed.add(key)
+            change = self.upsert(view)
+            if change is not None:
+                changes.append(change)
+        for key in [k for k in self._items if k not in listed]:
+            held = self._items[key]
+            if not held.resource_version or newer_or_same(list_version, held.resource_version):
+                change = self.remove(key)
+                if change is not None:
+                    changes.append(change)
+        for key in [k for k, rv in self._tombstones.items() if newer_or_same(list_version, rv)]:
+            del self._tombstones[key]
+        self.synced = True
+        return changes
+
+    def _notify(self, change: Change[K, V]) -> Change[K, V]:
+        for listener in self.listeners:
+            listener(change)
+        return change
+
+
+NamespacedKey = tuple[str, str]
+
+
+def _namespaced(view: PodView | PnaView | ServiceAccountView | PolicyView) -> NamespacedKey:
+    return (view.namespace, view.name)
+
+
+class ClusterState:
+    """Everything the reconcilers read about the cluster, with the indexes they look things up by."""
+
+    def __init__(self) -> None:
+        self.pods: Store[NamespacedKey, PodView] = Store(PodView.from_k8s, _namespaced)
+        self.pnas: Store[NamespacedKey, PnaView] = Store(PnaView.from_k8s, _namespaced)
+        self.namespaces: Store[str, NamespaceView] = Store(NamespaceView.from_k8s, lambda v: v.name)
+        self.service_accounts: Store[NamespacedKey, ServiceAccountView] = Store(
+            ServiceAccountView.from_k8s, _namespaced
+        )
+        self.policies: Store[NamespacedKey, PolicyView] = Store(PolicyView.from_k8s, _namespaced)
+        self.nodes: Store[str, NodeView] = Store(NodeView.from_k8s, lambda v: v.name)
+        self.nnps: Store[str, NnpView] = Store(NnpView.from_k8s, lambda v: v.name)
+        self._pnas_by_node: dict[str, set[NamespacedKey]] = {}
+        self._pods_by_namespace: dict[str, set[NamespacedKey]] = {}
+        self.pnas.listeners.append(self._index_pna)
+        self.pods.listeners.append(self._index_pod)
+
+    def _index_pna(self, change: Change[NamespacedKey, PnaView]) -> None:
+        if change.old is not None:
+            self._pnas_by_node.get(change.old.spec.node_name, set()).discard(change.key)
+        if change.new is not None:
+            self._pnas_by_node.setdefault(change.new.spec.node_name, set()).add(change.key)
+
+    def _index_pod(self, change: Change[NamespacedKey, PodView]) -> None:
+        if change.old is None and change.new is not None:
+            self._pods_by_namespace.setdefault(change.key[0], set()).add(change.key)
+        elif change.new is None:
+            self._pods_by_namespace.get(change.key[0], set()).discard(change.key)
+
+    def pnas_on(self, node_name: str) -> list[PnaView]:
+        found = (self.pnas.get(key) for key in sorted(self._pnas_by_node.get(node_name, ())))
+        return [pna for pna in found if pna is not None]
+
+    def pod_keys_in(self, namespace: str) -> list[NamespacedKey]:
+        return sorted(self._pods_by_namespace.get(namespace, ()))
+
+    def policies_in(self, namespace: str) -> list[PolicyView]:
+        return [p for p in self.policies if p.namespace == namespace]
+
+    def service_account_labels(self, namespace: str, name: str) -> dict[str, str]:
+        account = self.service_accounts.get((namespace, name))
+        return dict(account.labels) if account is not None else {}
+
+    @property
+    def synced(self) -> bool:
+        return all(
+            store.synced
+            for store in (
+                self.pods,
+                self.pnas,
+                self.namespaces,
+                self.service_accounts,
+                self.policies,
+                self.nodes,
+                self.nnps,
+            )
+        )

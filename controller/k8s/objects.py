@@ -1,0 +1,251 @@
+"""The slices of Kubernetes objects the controller reads, as frozen models built from watch and list bodies.
+
+The caches keep these instead of whole objects: a pod in an unmanaged namespace costs a few hundred
+bytes, and every reconciler reads the same typed fields. `from_k8s` never raises on a body the API
+server accepted; what cannot be read is kept as `problem` so a reconciler can report it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.core.allocation_model import AllocationMode
+from controller.core.pod_selection import TERMINAL_PHASES, SecurityGroupPolicy
+
+JsonObject = dict[str, Any]
+INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
+_PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[a-z0-9-]+)/(?P<instance>i-[0-9a-f]{8,17})$")
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uid: str = ""
+    resource_version: str = ""
+
+
+def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = body.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
+    labels = meta.get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+
+
+class PodView(_View):
+    namespace: str
+    name: str
+    node_name: str = ""
+    host_network: bool = False
+    phase: str = ""
+    deleting: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    service_account: str = "default"
+
+    @classmethod
+    def from_k8s(cls, body: Mapping[str, Any]) -> PodView:
+        meta = _meta(body)
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            node_name=str(spec.get("nodeName") or ""),
+            host_network=bool(spec.get("hostNetwork", False)),
+            phase=str(status.get("phase") or ""),
+            deleting=meta.get("deletionTimestamp") is not None,
+            labels=_labels(meta),
+            service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"),
+        )
+
+    @property
+    def terminal(self) -> bool:
+        """Succeeded or Failed: its containers are gone for good, so is its need for an address."""
+        return self.phase in TERMINAL_PHASES
+
+
+class NamespaceView(_View):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_k8s(cls, body: Mapping[str, Any]) -> NamespaceView:
+        meta = _meta(body)
+        return cls(
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            labels=_labels(meta),
+        )
+
+
+class ServiceAccountView(_View):
+    namespace: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_k8s(cls, body: Mapping[str, Any]) -> ServiceAccountView:
+        meta = _meta(body)
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            labels=_labels(meta),
+        )
+
+
+class PolicyView(_View):
+    namespace: str
+    name: str
+    policy: SecurityGroupPolicy
+
+    @classmethod
+    def from_k8s(cls, body: Mapping[str, Any]) -> PolicyView:
+        meta = _meta(body)
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            policy=SecurityGroupPolicy.from_k8s(body),
+        )
+
+
+class ProviderId(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    zone: str
+    instance_id: str
+
+
+def parse_provider_id(provider_id: str) -> ProviderId | None:
+    """`aws:///us-west-2a/i-0123456789abcdef0` -> zone and instance id; None for anything else."""
+    match = _PROVIDER_ID.match(provider_id.strip())
+    return None if match is None else ProviderId(zone=match["zone"], instance_id=match["instance"])
+
+
+class NodeView(_View):
+    name: str
+    provider_id: str = ""
+    instance_type: str = ""
+    deleting: bool = False
+
+    @classmethod
+    def from_k8s(cls, body: Mapping[str, Any]) -> NodeView:
+        meta = _meta(body)
+        labels = _labels(meta)
+        return cls(
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            provider_id=str((body.get("spec") or {}).get("providerID") or ""),
+            instance_type=next((labels[k] for k in INSTANCE_TYPE_LABELS if labels.get(k)), ""),
+            deleting=meta.get("deletionTimestamp") is not None,
+        )
+
+    @property
+    def instance_id(self) -> str | None:
+        parsed = parse_provider_id(self.provider_id)
+        return parsed.instance_id if parsed else None
+
+
+class PnaSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pod_name: str
+    pod_uid: str
+    node_name: str
+    mode: AllocationMode
+    security_group_ids: tuple[str, ...] = ()
+
+    def to_k8s(self) -> JsonObject:
+        return {
+            "podName": self.pod_name,
+            "podUID": self.pod_uid,
+            "nodeName": self.node_name,
+            "mode": self.mode.value,
+            "securityGroupIds": list(self.security_group_ids),
+        }
+
+
+class PnaView(_View):
+    namespace: str
+    name: str
+    generation: int = 1
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
+    spec: PnaSpec
+    status: JsonObject = Field(default_factory=dict)
+
+    @classmethod
+    def from_k8s(cls, body: Mapping[str, Any]) -> PnaView:
+        meta = _meta(body)
+        spec = body.get("spec") or {}
+        status = body.get("status")
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            generation=int(meta.get("generation") or 1),
+            deleting=meta.get("deletionTimestamp") is not None,
+            finalizers=tuple(meta.get("finalizers") or ()),
+            spec=PnaSpec(
+                pod_name=str(spec.get("podName") or ""),
+                pod_uid=str(spec.get("podUID") or ""),
+                node_name=str(spec.get("nodeName") or ""),
+                mode=AllocationMode(spec.get("mode") or AllocationMode.SECONDARY_IP.value),
+                security_group_ids=tuple(spec.get("securityGroupIds") or ()),
+            ),
+            status=dict(status) if isinstance(status, Mapping) else {},
+        )
+
+    @property
+    def allocation_key(self) -> str:
+        """Stable for the pod's life: the pool's holdings are keyed by it, not by the PNA's own uid."""
+        return allocation_key(self.namespace, self.spec.pod_name, self.spec.pod_uid)
+
+
+def allocation_key(namespace: str, pod_name: str, pod_uid: str) -> str:
+    return f"{namespace}/{pod_name}/{pod_uid}"
+
+
+def split_allocation_key(key: str) -> tuple[str, str, str] | None:
+    parts = key.split("/")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
+class NnpView(_View):
+    name: str
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
+    spec: JsonObject = Field(default_factory=dict)
+    status: JsonObject = Field(default_factory=dict)
+
+    @classmethod
+    def from_k8s(cls, body: Mapping[str, Any]) -> NnpView:
+        meta = _meta(body)
+        status = body.get("status")
+        return cls(
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            deleting=meta.get("deletionTimestamp") is not None,
+            finalizers=tuple(meta.get("finalizers") or ()),
+            spec=dict(body.get("spec") or {}),
+            status=dict(status) if isinstance(status, Mapping) else {},
+        )
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.spec.get("instanceId") or "")

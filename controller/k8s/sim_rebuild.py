@@ -1,0 +1,169 @@
+"""`netalloc run --ec2 sim`: rebuild the simulated VPC from the cluster's records when a replica leads.
+
+The simulated VPC lives in the controller's memory, so a restart or a standby's takeover would start
+from an empty VPC, unlike real EC2. Before the controller starts, the VPC is rebuilt from what the
+cluster records: each NodeNetworkPool's instance, trunk and ENIs with their addresses and prefixes,
+and each PodNetworkAllocation's address (on its ENI) or branch ENI (with its VLAN on the trunk). The
+controller then recovers from it exactly as it would from real EC2. What no record names (warm branch
+ENIs, addresses cooling down) is not rebuilt; the pools make it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from controller.adapters.sim_vpc import SimulatedVpc
+from controller.core import tags as tagging
+from controller.core.allocation_model import AllocationMode
+from controller.k8s.kube_api import KubePort
+from controller.k8s.objects import NnpView, PnaView
+from controller.k8s.pna_mapping import read_status
+from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
+from controller.ports.ec2 import InterfaceType
+
+logger = logging.getLogger("netalloc.sim")
+
+
+class RebuildReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    instances: int
+    enis: int
+    addresses: int
+    branches: int
+    skipped: tuple[str, ...]
+
+
+def _tags(
+    cluster: str, instance_id: str, node: str, role: str, allocation: str = tagging.POOL_ALLOCATION
+) -> dict[str, str]:
+    return tagging.eni_tags(
+        cluster=cluster, instance_id=instance_id, owner=node, role=role, allocation=allocation
+    )
+
+
+async def rebuild_sim_vpc(
+    vpc: SimulatedVpc, subnet_id: str, kube: KubePort, *, cluster_name: str
+) -> RebuildReport:
+    """Make `vpc` hold what the cluster's NNPs and PNAs record. Idempotent: what exists is kept."""
+    nnp_bodies, _ = await kube.list(NODE_NETWORK_POOL)
+    pna_bodies, _ = await kube.list(POD_NETWORK_ALLOCATION)
+    nnps = [NnpView.from_k8s(b) for b in nnp_bodies]
+    pnas = [PnaView.from_k8s(b) for b in pna_bodies]
+    known_instances = {i.instance_id for i in vpc.instances()}
+    counts = {"instances": 0, "enis": 0, "addresses": 0, "branches": 0}
+    skipped: list[str] = []
+    trunks: dict[str, str] = {}  # node -> trunk ENI id
+    instances: dict[str, str] = {}  # node -> instance id
+    for nnp in nnps:
+        instance_id, instance_type = nnp.instance_id, str(nnp.spec.get("instanceType") or "")
+        node = nnp.name
+        instances[node] = instance_id
+        if instance_id in known_instances:
+            trunk = str(nnp.status.get("trunkEniId") or "")
+            if trunk:
+                trunks[node] = trunk
+            continue
+        enis: list[dict[str, Any]] = list(nnp.status.get("enis") or [])
+        primary = next((e for e in enis if e.get("primary")), None)
+        try:
+            if primary is not None:
+                vpc.restore_instance(
+                    instance_type,
+                    subnet_id,
+                    instance_id=instance_id,
+                    primary_eni_id=primary["eniId"],
+                    security_group_ids=[vpc.default_security_group_id],
+                )
+            else:
+                vpc.launch_instance(
+                    instance_type,
+                    subnet_id,
+                    security_group_ids=[vpc.default_security_group_id],
+                    instance_id=instance_id,
+                )
+        except ValueError as error:
+            skipped.append(f"instance {instance_id} of node {node}: {error}")
+            continue
+        counts["instances"] += 1
+        for eni in enis:
+            try:
+                if not eni.get("primary"):
+                    vpc.restore_eni(
+                        eni_id=eni["eniId"],
+                        subnet_id=subnet_id,
+                        interface_type=InterfaceType.INTERFACE,
+                        tags=_tags(cluster_name, instance_id, node, "pod-ips"),
+                        attach_to=(instance_id, int(eni["deviceIndex"])),
+                    )
+                    counts["enis"] += 1
+                vpc.restore_addresses(
+                    eni["eniId"], ips=eni.get("ips") or (), prefixes=eni.get("prefixes") or ()
+                )
+                counts["addresses"] += len(eni.get("ips") or ()) + 16 * len(eni.get("prefixes") or ())
+            except (ValueError, KeyError) as error:
+                skipped.append(f"ENI {eni.get('eniId')} of node {node}: {error}")
+        trunk = str(nnp.status.get("trunkEniId") or "")
+        if trunk:
+            index = nnp.status.get("trunkDeviceIndex")
+            used = {int(e["deviceIndex"]) for e in enis if "deviceIndex" in e}
+            device = int(index) if index is not None else next(i for i in range(1, 64) if i not in used)
+            try:
+                vpc.restore_eni(
+                    eni_id=trunk,
+                    subnet_id=subnet_id,
+                    interface_type=InterfaceType.TRUNK,
+                    tags=_tags(cluster_name, instance_id, node, "trunk"),
+                    attach_to=(instance_id, device),
+                )
+                trunks[node] = trunk
+                counts["enis"] += 1
+            except ValueError as error:
+                skipped.append(f"trunk {trunk} of node {node}: {error}")
+    for pna in pnas:
+        resources = read_status(pna).resources
+        node = pna.spec.node_name
+        if resources is None or node not in instances:
+            continue
+        instance_id = instances[node]
+        try:
+            if resources.mode is AllocationMode.BRANCH_ENI:
+                if (
+                    vpc.network_interface(resources.eni_id) is not None
+                    or node not in trunks
+                    or not resources.vlan_id
+                ):
+                    continue
+                vpc.restore_eni(
+                    eni_id=resources.eni_id,
+                    subnet_id=subnet_id,
+                    interface_type=InterfaceType.BRANCH,
+                    tags=_tags(cluster_name, instance_id, node, "branch", pna.allocation_key),
+                    security_group_ids=resources.security_group_ids,
+                    private_ip=resources.ip,
+                    mac_address=resources.mac_address or None,
+                )
+                vpc.restore_association(
+                    branch_eni_id=resources.eni_id, trunk_eni_id=trunks[node], vlan_id=resources.vlan_id
+                )
+                counts["branches"] += 1
+            elif vpc.network_interface(resources.eni_id) is not None:
+                if resources.prefix:
+                    vpc.restore_addresses(resources.eni_id, prefixes=[resources.prefix])
+                else:
+                    vpc.restore_addresses(resources.eni_id, ips=[resources.ip])
+        except (ValueError, KeyError) as error:
+            skipped.append(f"{pna.namespace}/{pna.name} {resources.ip} on {resources.eni_id}: {error}")
+    report = RebuildReport(skipped=tuple(skipped), **counts)
+    logger.info(
+        "simulated VPC rebuilt from the cluster: %d instances, %d ENIs, %d addresses, %d branch ENIs%s",
+        report.instances,
+        report.enis,
+        report.addresses,
+        report.branches,
+        f"; skipped: {'; '.join(skipped)}" if skipped else "",
+    )
+    return report
