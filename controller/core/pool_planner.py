@@ -168,7 +168,9 @@ def _target_units(pool: NodePool, in_use_ips: int, used_units: int, free_in_used
     return used_units + settings.warm_eni_target * slots
 
 
-def plan_pool(pool: NodePool, now: float) -> PoolPlan:
+def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
+    """`demand`: addresses pods are asking for right now beyond those in use. The warm targets may be
+    0 (WARM_ENI_TARGET=0 without IP targets); a pod that asks must still get an address."""
     settings = pool.settings
     limits = pool.limits
     prefix_mode = pool.mode is PoolMode.PREFIX_DELEGATION
@@ -206,7 +208,16 @@ def plan_pool(pool: NodePool, now: float) -> PoolPlan:
         used_units = in_use_ips
         free_in_used_units = 0
     capacity_units = max(0, ip_eni_limit) * slots
-    target = min(_target_units(pool, in_use_ips, used_units, free_in_used_units), capacity_units)
+    wanted = _target_units(pool, in_use_ips, used_units, free_in_used_units)
+    if demand > 0:
+        missing_ips = max(0, demand - pool.free_ip_count())
+        demanded = (
+            used_units + math.ceil(max(0, demand - free_in_used_units) / IPS_PER_PREFIX)
+            if prefix_mode
+            else in_use_ips + pool.free_ip_count() + missing_ips
+        )
+        wanted = max(wanted, demanded)
+    target = min(wanted, capacity_units)
     shortfall = target - total_units
     excess_since = pool.excess_since
     if shortfall > 0:

@@ -22,7 +22,7 @@ from controller.core import tags as tagging
 from controller.core.allocation_model import AllocationMode, AllocationRequest, AssignedResources
 from controller.core.errors import Ec2Error, ErrorClass, NotFoundError
 from controller.core.instance_limits import InstanceLimits
-from controller.core.node_pool import BranchEni, BranchState, NodePool, PoolEni
+from controller.core.node_pool import BranchEni, BranchState, NodePool, PoolEni, PoolInvariantError
 from controller.core.pool_planner import (
     AssignIps,
     AssignPrefixes,
@@ -215,7 +215,11 @@ class NodeNetwork:
         """
         await self.recover_from_ec2()
         for key, resources in (holdings or {}).items():
-            if not self.restore(key, resources) and lost is not None:
+            try:
+                restored = self.restore(key, resources)
+            except PoolInvariantError:
+                restored = False  # two records name one address: the first keeps it, the other starts over
+            if not restored and lost is not None:
                 lost.append(key)
         self.registered = True
         return await self.reconcile()
@@ -281,7 +285,10 @@ class NodeNetwork:
             self._attachments[eni.eni_id] = eni.attachment.attachment_id
 
     def restore(self, key: str, resources: AssignedResources) -> bool:
-        """Re-bind a PNA's recorded assignment after a restart. False if the pool no longer has it."""
+        """Re-bind a PNA's recorded assignment after a restart. False if the pool no longer has it (or is
+        being drained: what it held is being given back)."""
+        if self.draining:
+            return False
         if resources.mode is AllocationMode.BRANCH_ENI:
             branch = self.pool.branches.get(resources.eni_id)
             if branch is None:
@@ -293,8 +300,9 @@ class NodeNetwork:
         return self.pool.restore_ip(key, resources.ip)
 
     # ----- planning and execution ----------------------------------------------------------------
-    async def reconcile(self) -> ExecutionReport:
-        """Bring the pool to its targets: expire cool-downs, plan, execute, report."""
+    async def reconcile(self, *, demand: int = 0) -> ExecutionReport:
+        """Bring the pool to its targets (and `demand` more free addresses): expire cool-downs, plan,
+        execute, report."""
         async with self._pool_lock:
             now = self.clock.now()
             self.pool.expire_cooldowns(now)
@@ -302,7 +310,7 @@ class NodeNetwork:
                 return ExecutionReport(plan=plan_pool(self.pool, now), completed=(), failed=())
             await self._delete_orphans()
             await self._refresh_suspect_enis()
-            plan = plan_pool(self.pool, now)
+            plan = plan_pool(self.pool, now, demand=demand)
             self.pool.excess_since = plan.excess_since
             self.pool.branch_excess_since = plan.branch_excess_since
             report = await self.execute(plan)
@@ -598,7 +606,7 @@ class NodeNetwork:
         resources = pool.take_ip(request.key)
         if resources is not None:
             return resources
-        report = await self._refill_now()
+        report = await self._refill_now(demand=1)
         resources = pool.take_ip(request.key)
         if resources is not None:
             return resources
@@ -676,10 +684,10 @@ class NodeNetwork:
         return self.pool.unassign_branch(key, now) is not None
 
     # ----- refills ---------------------------------------------------------------------------------
-    async def _refill_now(self) -> ExecutionReport:
+    async def _refill_now(self, demand: int = 0) -> ExecutionReport:
         """Single-flight reconcile: concurrent callers share one refill."""
         if self._refill is None or self._refill.done():
-            self._refill = asyncio.ensure_future(self.reconcile())
+            self._refill = asyncio.ensure_future(self.reconcile(demand=demand))
         return await asyncio.shield(self._refill)
 
     def _refill_in_background(self) -> None:
@@ -741,7 +749,10 @@ class NodeNetwork:
             except Ec2Error as error:
                 problems.append(f"ENI {eni.eni_id}: {error}")
         for eni_id in list(pool.enis):
-            pool.remove_eni(eni_id)
+            try:
+                pool.remove_eni(eni_id)
+            except PoolInvariantError as error:
+                problems.append(str(error))
         if pool.trunk_eni_id is not None:
             try:
                 await self._detach_and_delete(pool.trunk_eni_id)

@@ -837,6 +837,40 @@ class RecordedRequest(BaseModel):
         return self.is_write and bool(POD_WRITE_PATH.match(self.path))
 
 
+class ApiFault(BaseModel):
+    """A scripted failure: the next `times` requests matching method and path answer `code`.
+
+    With `delay_s`, the answer comes that late (a client with a shorter timeout sees a timeout); with
+    `effect` the request is carried out first, so the change happens but its answer is lost.
+    """
+
+    methods: frozenset[str] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+    path: str = ".*"  # a regular expression, searched in the request path
+    code: int = 500
+    times: int = Field(default=1, ge=1)
+    delay_s: float = Field(default=0.0, ge=0)
+    effect: bool = False
+
+    def matches(self, method: str, path: str) -> bool:
+        return method in self.methods and re.search(self.path, path) is not None
+
+    def error(self) -> KubeApiError:
+        if self.code == 409:
+            return KubeApiError(
+                409,
+                "Conflict",
+                "Operation cannot be fulfilled: the object has been modified; please apply your changes to the "
+                "latest version and try again",
+            )
+        if self.code == 422:
+            return KubeApiError(422, "Invalid", "the request is invalid (injected fault)")
+        if self.code == 429:
+            return KubeApiError(429, "TooManyRequests", "the server has received too many requests (injected)")
+        if self.code == 504:
+            return KubeApiError(504, "Timeout", "the server was unable to return a response in time (injected)")
+        return KubeApiError(self.code, "InternalError", "Internal error occurred: injected fault")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Change:
     type: Literal["ADDED", "MODIFIED", "DELETED"]
@@ -949,6 +983,7 @@ class KubeApiEmulator:
         self._compacted_resource_version = 0
         self._watchers: set[_Watcher] = set()
         self._live_uids: set[str] = set()
+        self._faults: builtins.list[list[Any]] = []  # [ApiFault, remaining]
         self._rbac: builtins.list[tuple[str | None, JsonObject]] | None = None  # (namespace or None, rule)
         self._rbac_user = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1269,6 +1304,38 @@ class KubeApiEmulator:
         if not resource.namespaced:
             return None
         return namespace or "default"
+
+    def inject_fault(self, fault: ApiFault) -> None:
+        """Fail the next matching HTTP requests (after any faults already scripted for them)."""
+        with self._lock:
+            self._faults.append([fault, fault.times])
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def pending_faults(self) -> int:
+        with self._lock:
+            return sum(remaining for _, remaining in self._faults)
+
+    def _take_fault(self, method: str, path: str) -> ApiFault | None:
+        with self._lock:
+            for entry in self._faults:
+                fault, remaining = entry
+                if remaining > 0 and fault.matches(method, path):
+                    entry[1] = remaining - 1
+                    self._faults = [e for e in self._faults if e[1] > 0]
+                    return fault  # type: ignore[no-any-return]
+        return None
+
+    def drop_watches(self) -> int:
+        """End every watch stream now, as a restarting API server or a broken connection does."""
+        with self._lock:
+            watchers = list(self._watchers)
+            self._watchers.clear()
+        for watcher in watchers:
+            self._deliver(watcher, None)
+        return len(watchers)
 
     def expire_watch_history(self) -> None:
         """Forget all change history: watches resuming from an older resourceVersion get 410 Gone."""
@@ -1650,8 +1717,18 @@ class KubeApiEmulator:
         self.requests.append(record)
         if is_watch:
             record.status = 200  # a stream ends by cancellation more often than not; errors overwrite this
+        fault = None if is_watch else self._take_fault(request.method, request.path)
+        if fault is not None and not fault.effect:
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            record.status = fault.code
+            return self._error_response(fault.error())
         try:
             response = await self._dispatch(request, query, body, is_watch)
+            if fault is not None:  # carried out; the answer is lost (late, or an error)
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
+                response = self._error_response(fault.error())
         except KubeApiError as error:
             response = self._error_response(error)
         except JsonPatchError as error:

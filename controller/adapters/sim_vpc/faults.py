@@ -79,9 +79,11 @@ class FaultPlan:
         message: str = INTERNAL_ERROR[1],
         http_status: int | None = INTERNAL_ERROR[2],
         actions: Iterable[str] | None = None,
+        after_effect: bool = False,
     ) -> None:
-        """Fail each call (of `actions`, default all) with probability `rate`; rate 0 turns it off."""
-        fault = ScriptedFault(code=code, message=message, http_status=http_status)
+        """Fail each call (of `actions`, default all) with probability `rate`; rate 0 turns it off.
+        With `after_effect` the call takes effect first and only its answer is lost."""
+        fault = ScriptedFault(code=code, message=message, http_status=http_status, after_effect=after_effect)
         chosen = frozenset(actions) if actions is not None else None
         self._random = _RandomFaults(rate=rate, fault=fault, actions=chosen) if rate > 0 else None
         self._rng = random.Random(f"faults:{seed}")

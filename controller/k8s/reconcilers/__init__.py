@@ -51,9 +51,10 @@ class Reconcilers:
     async def reconcile_allocation(self, key: tuple[str, str]) -> Result:
         """Binding first (the PNA that should exist, with the spec derived from its pod), then either
         the release of a PNA being deleted or one allocation step."""
+        had = self.ctx.state.pnas.get(key) is not None
         pna = await self.binding.reconcile(key)
         if pna is None:
-            return Result()
+            return Result.after(0) if had else Result()  # deleted: a same-name pod may need a new one
         pod = self.ctx.state.pods.get(key)
         if pna.deleting:
             return await self.release.reconcile(pna, pod)

@@ -42,7 +42,7 @@ class Release:
                 "and a new PodNetworkAllocation records it",
             )
             await set_pna_finalizers(ctx, pna, remaining)
-            return Result()
+            return Result.after(0)  # at once: the binding makes the pod's new PNA
         node = pna.spec.node_name
         network = ctx.pools.network(node)
         if network is None and not ctx.pool_is_gone(node):
@@ -74,7 +74,7 @@ class Release:
         await set_pna_finalizers(ctx, pna, remaining)
         if network is not None:
             wake_waiting(ctx, node)
-        return Result()
+        return Result.after(0)  # a pod of the same name may be waiting for its own PNA
 
 
 def wake_waiting(ctx: Context, node: str) -> None:

@@ -1,0 +1,295 @@
+"""A cluster for trying the real controller: the API emulator, a simulated VPC, and controller processes
+that can be stopped cleanly or killed.
+
+`ControllerProcess` is one controller process: the real runtime and kopf operator in a thread and
+event loop of their own, talking HTTP to the emulator. `crash()` stops that loop where it stands and
+never runs it again: no `finally`, no cleanup handler, no last write, as with SIGKILL. Requests
+already on the wire reach the server or not, as they would; the next process starts only once they
+have ended (as a standby takes over only after the lease expires). The simulated VPC stands for EC2
+and outlives every controller process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+
+from controller.adapters.sim_vpc import LatencyConfig, LatencyRange
+from controller.clock import WallClock
+from controller.instance_data import Ec2InstanceLimits
+from controller.k8s.api_emulator import KubeApiEmulator
+from controller.k8s.kube_api import KubeApi
+from controller.k8s.objects import JsonObject
+from controller.k8s.operator import run_operator
+from controller.k8s.reconcilers.context import ControllerConfig
+from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
+from controller.k8s.runtime import ControllerRuntime
+from controller.k8s.sandbox import EmulatorThread, crd_directory
+from controller.sim_fleet import SimFleet
+
+T = TypeVar("T")
+MANAGED_NAMESPACE = "shop"
+# Short but non-zero EC2 latency, so a crash can land while a call is in flight.
+FAST_LATENCY = LatencyConfig(
+    mutating=LatencyRange(low_s=0.001, high_s=0.004), non_mutating=LatencyRange(low_s=0.0005, high_s=0.002)
+)
+_DEAD_LOOPS: list[asyncio.AbstractEventLoop] = []  # killed processes' loops: never run, never collected
+
+
+class ControllerProcess:
+    """One controller process against `base_url`, with the VPC of `fleet` as its EC2."""
+
+    def __init__(
+        self, *, base_url: str, fleet: SimFleet, config: ControllerConfig, seed: int, request_timeout_s: float = 2.0
+    ) -> None:
+        self.base_url = base_url
+        self.fleet = fleet
+        self.config = config
+        self.seed = seed
+        self.request_timeout_s = request_timeout_s
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.runtime: ControllerRuntime | None = None
+        self.kube: KubeApi | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"netalloc-controller-{seed}", daemon=True)
+        self.crashed = False
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout) or self.runtime is None or not self.runtime.started.is_set():
+            raise RuntimeError("the controller did not start") from self._error
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except RuntimeError as error:
+            if not self.crashed:
+                self._error = error
+        except BaseException as error:
+            self._error = error
+        finally:
+            self._ready.set()
+            if not self.crashed:
+                loop.close()
+
+    async def _main(self) -> None:
+        configuration = k8s.Configuration()
+        configuration.host = self.base_url
+        configuration.api_key = {"authorization": "Bearer harness"}
+        self.kube = KubeApi.for_configuration(configuration, request_timeout_s=self.request_timeout_s)
+        self.runtime = ControllerRuntime(
+            config=self.config,
+            ec2=self.fleet.vpc,
+            limits_for=Ec2InstanceLimits(self.fleet.vpc, self.fleet.catalog).get,
+            kube=self.kube,
+            clock=WallClock(),
+            seed=self.seed,
+        )
+        self._stop = asyncio.Event()
+        operator = asyncio.create_task(run_operator(self.runtime, configuration, stop_flag=self._stop))
+        started = asyncio.create_task(self.runtime.started.wait())
+        await asyncio.wait({operator, started}, return_when=asyncio.FIRST_COMPLETED)
+        self._ready.set()
+        await operator
+        self.kube.close()
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Run `fn` on the controller's loop, between two of its steps (the VPC is not thread-safe)."""
+        loop = self.loop
+        if loop is None or self.crashed or loop.is_closed():
+            return fn()
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
+
+    def run(self, coro: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro(), self.loop).result(timeout)
+
+    def crash(self) -> None:
+        """SIGKILL: the loop stops at once and is never resumed; in-flight requests end by themselves."""
+        loop = self.loop
+        if loop is None or self.crashed:
+            return
+        self.crashed = True
+        loop.set_exception_handler(lambda _loop, _context: None)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(30)
+        _DEAD_LOOPS.append(loop)
+        if self.kube is not None:
+            self.kube._pool.shutdown(wait=True, cancel_futures=True)  # requests on the wire finish or time out
+
+    def stop(self, timeout: float = 30.0) -> None:
+        loop, stop = self.loop, self._stop
+        if self.crashed or loop is None or stop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout)
+
+
+class SimCluster:
+    """The API emulator (no garbage collection, as a real API server without controller-manager),
+    a simulated VPC, and the controller processes run against them."""
+
+    def __init__(
+        self,
+        *,
+        config: ControllerConfig,
+        seed: int = 1,
+        latency: LatencyConfig | None = None,
+        garbage_collection: bool = False,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.emulator = KubeApiEmulator(garbage_collection=garbage_collection)
+        self._server = EmulatorThread(self.emulator)
+        self.fleet = SimFleet(
+            seed=seed, cluster_name=config.cluster_name, clock=WallClock(), latency=latency or FAST_LATENCY
+        )
+        self.controller: ControllerProcess | None = None
+        self.instances: dict[str, str] = {}  # node name -> instance id
+        self.generation = 0
+
+    # ----- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._server.start()
+        self.emulator.install_crds_from(crd_directory(), recursive=True)
+        self.emulator.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": MANAGED_NAMESPACE, "labels": {"netalloc.dev/managed": "true"}},
+            }
+        )
+
+    def close(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+        self._server.stop()
+
+    def __enter__(self) -> SimCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start_controller(self) -> ControllerProcess:
+        self.generation += 1
+        process = ControllerProcess(
+            base_url=self.emulator.base_url,
+            fleet=self.fleet,
+            config=self.config,
+            seed=self.seed * 1000 + self.generation,
+        )
+        process.start()
+        self.controller = process
+        return process
+
+    def crash_controller(self) -> None:
+        if self.controller is not None:
+            self.controller.crash()
+            self.emulator.drop_watches()  # the dead process's connections are gone
+            self.controller = None
+
+    def stop_controller(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def in_controller(self, fn: Callable[[], T]) -> T:
+        """Read the VPC or the pools between the controller's steps (or at once when none runs)."""
+        return self.controller.call(fn) if self.controller is not None else fn()
+
+    # ----- the cluster's objects, as kubectl, the scheduler or the cloud would make them -----------------
+    def add_node(self, name: str, instance_type: str = "c5.4xlarge") -> JsonObject:
+        def launch() -> str:
+            vpc = self.fleet.vpc
+            instance = vpc.launch_instance(
+                instance_type, self.fleet.subnet.subnet_id, security_group_ids=[vpc.default_security_group_id]
+            )
+            return f"aws:///{instance.availability_zone}/{instance.instance_id}"
+
+        provider_id = self.in_controller(launch)
+        self.instances[name] = provider_id.rsplit("/", 1)[1]
+        return self.emulator.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": {"node.kubernetes.io/instance-type": instance_type}},
+                "spec": {"providerID": provider_id},
+            }
+        )
+
+    def delete_node(self, name: str, *, terminate: bool = True) -> None:
+        """The Node object goes; with `terminate` its instance too (a scale-down or a replacement)."""
+        with contextlib.suppress(Exception):
+            self.emulator.delete("v1", "Node", name)
+        instance_id = self.instances.pop(name, None)
+        if terminate and instance_id is not None:
+            self.in_controller(lambda: self.fleet.vpc.terminate_instance(instance_id))
+
+    def add_security_group_policy(self, name: str, app: str, group_ids: list[str]) -> JsonObject:
+        return self.emulator.create(
+            {
+                "apiVersion": "vpcresources.k8s.aws/v1beta1",
+                "kind": "SecurityGroupPolicy",
+                "metadata": {"name": name, "namespace": MANAGED_NAMESPACE},
+                "spec": {"podSelector": {"matchLabels": {"app": app}}, "securityGroups": {"groupIds": group_ids}},
+            }
+        )
+
+    def add_pod(self, name: str, node: str, *, app: str = "api", namespace: str = MANAGED_NAMESPACE) -> JsonObject:
+        return self.emulator.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]},
+                "status": {"phase": "Running"},
+            }
+        )
+
+    def delete_pod(self, name: str, namespace: str = MANAGED_NAMESPACE) -> None:
+        with contextlib.suppress(Exception):
+            self.emulator.delete("v1", "Pod", name, namespace)
+
+    # ----- observation -----------------------------------------------------------------------------------
+    def pnas(self) -> list[JsonObject]:
+        return self.emulator.list(POD_NETWORK_ALLOCATION.api_version, POD_NETWORK_ALLOCATION.kind)
+
+    def pools(self) -> list[JsonObject]:
+        return self.emulator.list(NODE_NETWORK_POOL.api_version, NODE_NETWORK_POOL.kind)
+
+    def pods(self) -> list[JsonObject]:
+        return self.emulator.list("v1", "Pod")
+
+    def nodes(self) -> list[JsonObject]:
+        return self.emulator.list("v1", "Node")
+
+    def allocated(self) -> list[JsonObject]:
+        return [p for p in self.pnas() if (p.get("status") or {}).get("state") == "Allocated"]
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` from this (the test's) thread; True once it holds, False after `timeout`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
