@@ -859,15 +859,19 @@ class ApiFault(BaseModel):
             return KubeApiError(
                 409,
                 "Conflict",
-                "Operation cannot be fulfilled: the object has been modified; please apply your changes to the "
-                "latest version and try again",
+                "Operation cannot be fulfilled: the object has been modified; please apply your "
+                "changes to the latest version and try again",
             )
         if self.code == 422:
             return KubeApiError(422, "Invalid", "the request is invalid (injected fault)")
         if self.code == 429:
-            return KubeApiError(429, "TooManyRequests", "the server has received too many requests (injected)")
+            return KubeApiError(
+                429, "TooManyRequests", "the server has received too many requests (injected)"
+            )
         if self.code == 504:
-            return KubeApiError(504, "Timeout", "the server was unable to return a response in time (injected)")
+            return KubeApiError(
+                504, "Timeout", "the server was unable to return a response in time (injected)"
+            )
         return KubeApiError(self.code, "InternalError", "Internal error occurred: injected fault")
 
 

@@ -30,9 +30,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core import tags as tagging
-from controller.core.retry_policy import Backoff, RetryPolicy
 from controller.k8s.api_emulator import ApiFault
-from controller.k8s.harness import MANAGED_NAMESPACE, SimCluster, wait_until
+from controller.k8s.harness import MANAGED_NAMESPACE, SimCluster, fast_config, wait_until
 from controller.k8s.objects import JsonObject
 from controller.k8s.reconcilers.context import ControllerConfig
 from controller.ports.ec2 import InterfaceType
@@ -96,8 +95,7 @@ class CampaignSettings(BaseModel):
 
 
 def campaign_config(rng: random.Random) -> ControllerConfig:
-    """Fast timings, so a schedule takes seconds: the same code paths as production, shorter waits."""
-    fast = Backoff(base_s=0.05, cap_s=0.4)
+    """Fast timings (`fast_config`) and a random pool mode and warm targets per schedule."""
     pool = PoolSettings(
         enable_pod_eni=True,
         enable_prefix_delegation=rng.random() < 0.5,
@@ -108,19 +106,7 @@ def campaign_config(rng: random.Random) -> ControllerConfig:
         branch_cooldown_s=0.3,
         excess_release_delay_s=0.5,
     )
-    return ControllerConfig(
-        cluster_name="campaign",
-        pool=pool,
-        workers=8,
-        reconcile_interval_s=0.25,
-        resync_interval_s=2.0,
-        relist_gap_s=0.2,
-        leak_interval_s=0.3,
-        leak_passes=2,
-        policy=RetryPolicy(throttling=fast, transient=fast, capacity=Backoff(base_s=0.1, cap_s=0.8), release=fast),
-        error_backoff_base_s=0.02,
-        error_backoff_max_s=0.5,
-    )
+    return fast_config(pool, cluster_name="campaign")
 
 
 class Schedule:
@@ -184,8 +170,9 @@ class Schedule:
             (self._hand_made_pna, 1),
             (self._change_policy, 1),
         ]
-        funcs, weights = zip(*actions, strict=True)
-        return self.rng.choices(funcs, weights=weights)[0]
+        funcs = [action for action, _ in actions]
+        chosen: Callable[[], None] = self.rng.choices(funcs, weights=[w for _, w in actions])[0]
+        return chosen
 
     # ----- helpers ---------------------------------------------------------------------------------
     def _violate(self, step: int, invariant: str, detail: str) -> None:
@@ -245,24 +232,52 @@ class Schedule:
 
     def _api_faults(self) -> None:
         emulator = self.cluster.emulator
-        kind = self.rng.choice(("status-500", "status-409", "status-422", "create-500", "lost-answer", "nnp-500", "list-500", "delete-500"))
+        kind = self.rng.choice(
+            (
+                "status-500",
+                "status-409",
+                "status-422",
+                "create-500",
+                "lost-answer",
+                "nnp-500",
+                "list-500",
+                "delete-500",
+            )
+        )
         times = self.rng.randint(1, 4)
         if kind == "status-500":
-            emulator.inject_fault(ApiFault(methods=frozenset({"PATCH"}), path=PNA_PATH + r".*/status$", code=500, times=times))
+            emulator.inject_fault(
+                ApiFault(methods=frozenset({"PATCH"}), path=PNA_PATH + r".*/status$", code=500, times=times)
+            )
         elif kind == "status-409":
-            emulator.inject_fault(ApiFault(methods=frozenset({"PATCH"}), path=PNA_PATH, code=409, times=times))
+            emulator.inject_fault(
+                ApiFault(methods=frozenset({"PATCH"}), path=PNA_PATH, code=409, times=times)
+            )
         elif kind == "status-422":
-            emulator.inject_fault(ApiFault(methods=frozenset({"PATCH"}), path=PNA_PATH + r".*/status$", code=422, times=times))
+            emulator.inject_fault(
+                ApiFault(methods=frozenset({"PATCH"}), path=PNA_PATH + r".*/status$", code=422, times=times)
+            )
         elif kind == "create-500":
-            emulator.inject_fault(ApiFault(methods=frozenset({"POST"}), path=PNA_PATH + "$", code=500, times=times))
+            emulator.inject_fault(
+                ApiFault(methods=frozenset({"POST"}), path=PNA_PATH + "$", code=500, times=times)
+            )
         elif kind == "lost-answer":
             emulator.inject_fault(ApiFault(path=PNA_PATH, code=504, times=times, delay_s=2.5, effect=True))
         elif kind == "nnp-500":
             emulator.inject_fault(ApiFault(path=NNP_PATH, code=500, times=times))
         elif kind == "list-500":
-            emulator.inject_fault(ApiFault(methods=frozenset({"GET"}), path=r"/(pods|podnetworkallocations|nodes)$", code=500, times=times))
+            emulator.inject_fault(
+                ApiFault(
+                    methods=frozenset({"GET"}),
+                    path=r"/(pods|podnetworkallocations|nodes)$",
+                    code=500,
+                    times=times,
+                )
+            )
         else:
-            emulator.inject_fault(ApiFault(methods=frozenset({"DELETE"}), path=PNA_PATH, code=500, times=times))
+            emulator.inject_fault(
+                ApiFault(methods=frozenset({"DELETE"}), path=PNA_PATH, code=500, times=times)
+            )
 
     def _watch_gap(self) -> None:
         """Watches drop and history expires (410 on reconnect); changes land in the gap."""
@@ -286,10 +301,21 @@ class Schedule:
             if kind < 0.4:
                 vpc.faults.inject_throttling(action, times=self.rng.randint(1, 6))
             elif kind < 0.7:
-                vpc.inject(action, "InternalError", "An internal error has occurred.", times=self.rng.randint(1, 3), http_status=500)
+                vpc.inject(
+                    action,
+                    "InternalError",
+                    "An internal error has occurred.",
+                    times=self.rng.randint(1, 3),
+                    http_status=500,
+                )
             else:
                 vpc.inject(
-                    action, "InternalError", "An internal error has occurred.", times=self.rng.randint(1, 2), http_status=500, after_effect=True
+                    action,
+                    "InternalError",
+                    "An internal error has occurred.",
+                    times=self.rng.randint(1, 2),
+                    http_status=500,
+                    after_effect=True,
                 )
 
         self.cluster.in_controller(inject)
@@ -320,7 +346,9 @@ class Schedule:
         if pnas:
             name = self.rng.choice(pnas)["metadata"]["name"]
             with contextlib.suppress(Exception):
-                self.cluster.emulator.delete("netalloc.dev/v1alpha1", "PodNetworkAllocation", name, MANAGED_NAMESPACE)
+                self.cluster.emulator.delete(
+                    "netalloc.dev/v1alpha1", "PodNetworkAllocation", name, MANAGED_NAMESPACE
+                )
 
     def _strip_finalizer_and_delete(self) -> None:
         """A PNA goes without netalloc's release (its finalizer removed by hand)."""
@@ -365,9 +393,13 @@ class Schedule:
         emulator = self.cluster.emulator
         groups = self.cluster.fleet.app_groups
         with contextlib.suppress(Exception):
-            if emulator.get("vpcresources.k8s.aws/v1beta1", "SecurityGroupPolicy", "web-sg", MANAGED_NAMESPACE):
+            if emulator.get(
+                "vpcresources.k8s.aws/v1beta1", "SecurityGroupPolicy", "web-sg", MANAGED_NAMESPACE
+            ):
                 if self.rng.random() < 0.5:
-                    emulator.delete("vpcresources.k8s.aws/v1beta1", "SecurityGroupPolicy", "web-sg", MANAGED_NAMESPACE)
+                    emulator.delete(
+                        "vpcresources.k8s.aws/v1beta1", "SecurityGroupPolicy", "web-sg", MANAGED_NAMESPACE
+                    )
                 else:
                     emulator.patch(
                         "vpcresources.k8s.aws/v1beta1",
@@ -418,9 +450,13 @@ class Schedule:
                 continue  # recorded on a former instance of the node: corrected as ResourcesLost
             eni = enis.get(status["eniId"])
             if eni is None:
-                self._violate(step, "live-eni-deleted", f"{name}: {status['eniId']} of running pod on {node} is gone")
+                self._violate(
+                    step, "live-eni-deleted", f"{name}: {status['eniId']} of running pod on {node} is gone"
+                )
             elif not _has_address(eni, status["ip"], status.get("prefix")):
-                self._violate(step, "live-address-taken", f"{name}: {status['ip']} no longer on {status['eniId']}")
+                self._violate(
+                    step, "live-address-taken", f"{name}: {status['ip']} no longer on {status['eniId']}"
+                )
         for ip, holders in by_ip.items():
             if len(holders) > 1:
                 self._violate(step, "ip-held-twice", f"{ip}: {sorted(holders)}")
@@ -429,7 +465,7 @@ class Schedule:
                 self._violate(step, "branch-held-twice", f"{eni_id}: {sorted(holders)}")
 
     def _converged(self) -> str:
-        """"" when every managed pod is Allocated on its node's instance and no PNA lacks its pod."""
+        """ "" when every managed pod is Allocated on its node's instance and no PNA lacks its pod."""
         cluster = self.cluster
         pods = {p["metadata"]["name"]: p for p in cluster.pods()}
         nodes = {n["metadata"]["name"]: n["spec"]["providerID"].rsplit("/", 1)[1] for n in cluster.nodes()}
@@ -443,15 +479,18 @@ class Schedule:
                 return f"pod {name} has no PodNetworkAllocation of its own"
             status = pna.get("status") or {}
             if status.get("state") != "Allocated":
-                return f"pod {name}: {status.get('state')} {status.get('reason')}: {status.get('message', '')[:200]}"
+                why = str(status.get("message", ""))[:200]
+                return f"pod {name}: {status.get('state')} {status.get('reason')}: {why}"
             eni = enis.get(status.get("eniId", ""))
             expected = nodes[pod["spec"]["nodeName"]]
             owner = _instance_of(eni) if eni is not None else ""
             if eni is None or owner != expected or not _has_address(eni, status["ip"], status.get("prefix")):
-                return f"pod {name}: {status.get('ip')} on {status.get('eniId')} is not on instance {expected}"
-        for name, pna in pnas.items():
-            pod = pods.get(name)
-            if pod is None or pod["metadata"]["uid"] != pna["spec"]["podUID"]:
+                return (
+                    f"pod {name}: {status.get('ip')} on {status.get('eniId')} is not on instance {expected}"
+                )
+        for name, record in pnas.items():
+            owner_pod = pods.get(name)
+            if owner_pod is None or owner_pod["metadata"]["uid"] != record["spec"]["podUID"]:
                 return f"PodNetworkAllocation {name} has no pod"
         return ""
 
@@ -531,8 +570,8 @@ def planted_bug(name: str) -> Iterator[None]:
         from controller.k8s.reconcilers.allocation import Allocation
 
         original_holdings, original_check = NodePools.holdings, Allocation._backed_by_pool
-        NodePools.holdings = lambda self, node_name: {}  # type: ignore[method-assign,assignment]
-        Allocation._backed_by_pool = lambda self, pna, status, network: None  # type: ignore[method-assign,assignment]
+        NodePools.holdings = lambda self, node_name: {}  # type: ignore[method-assign]
+        Allocation._backed_by_pool = lambda self, pna, status, network: None  # type: ignore[method-assign]
         try:
             yield
         finally:
@@ -569,7 +608,11 @@ def planted_bug(name: str) -> Iterator[None]:
 
 
 def run_campaign(
-    schedules: int, *, seed: int = 1, settings: CampaignSettings | None = None, on_result: Callable[[ScheduleResult], None] | None = None
+    schedules: int,
+    *,
+    seed: int = 1,
+    settings: CampaignSettings | None = None,
+    on_result: Callable[[ScheduleResult], None] | None = None,
 ) -> CampaignResult:
     settings = settings or CampaignSettings()
     started = time.monotonic()

@@ -14,22 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import yaml
 from kubernetes import client as k8s
 
 from controller.adapters.sim_vpc import LatencyConfig, LatencyRange
 from controller.clock import WallClock
+from controller.core.retry_policy import Backoff, RetryPolicy
 from controller.instance_data import Ec2InstanceLimits
 from controller.k8s.api_emulator import KubeApiEmulator
 from controller.k8s.kube_api import KubeApi
 from controller.k8s.objects import JsonObject
 from controller.k8s.operator import run_operator
-from controller.k8s.reconcilers.context import ControllerConfig
+from controller.k8s.reconcilers.context import ControllerConfig, LimitsLookup
 from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
 from controller.k8s.runtime import ControllerRuntime
 from controller.k8s.sandbox import EmulatorThread, crd_directory
+from controller.settings import PoolSettings
 from controller.sim_fleet import SimFleet
 
 T = TypeVar("T")
@@ -41,12 +44,55 @@ FAST_LATENCY = LatencyConfig(
 _DEAD_LOOPS: list[asyncio.AbstractEventLoop] = []  # killed processes' loops: never run, never collected
 
 
+def fast_config(pool: PoolSettings | None = None, **overrides: Any) -> ControllerConfig:
+    """Production code paths with short waits, so a test or a campaign schedule takes seconds."""
+    fast = Backoff(base_s=0.05, cap_s=0.4)
+    values: dict[str, Any] = {
+        "cluster_name": "harness",
+        "pool": pool
+        or PoolSettings(
+            enable_pod_eni=True,
+            warm_branch_eni_target=1,
+            ip_cooldown_s=0.3,
+            branch_cooldown_s=0.3,
+            excess_release_delay_s=0.5,
+        ),
+        "workers": 8,
+        "reconcile_interval_s": 0.25,
+        "resync_interval_s": 2.0,
+        "relist_gap_s": 0.2,
+        "leak_interval_s": 0.3,
+        "leak_passes": 2,
+        "policy": RetryPolicy(
+            throttling=fast, transient=fast, capacity=Backoff(base_s=0.1, cap_s=0.8), release=fast
+        ),
+        "error_backoff_base_s": 0.02,
+        "error_backoff_max_s": 0.5,
+    }
+    values.update(overrides)
+    return ControllerConfig(**values)
+
+
+def shipped_rbac() -> list[JsonObject]:
+    """The ClusterRole and Role of `deploy/rbac.yaml`."""
+    path = crd_directory().parent / "deploy" / "rbac.yaml"
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
 class ControllerProcess:
     """One controller process against `base_url`, with the VPC of `fleet` as its EC2."""
 
     def __init__(
-        self, *, base_url: str, fleet: SimFleet, config: ControllerConfig, seed: int, request_timeout_s: float = 2.0
+        self,
+        *,
+        base_url: str,
+        fleet: SimFleet,
+        config: ControllerConfig,
+        seed: int,
+        request_timeout_s: float = 2.0,
+        limits_for: LimitsLookup | None = None,
     ) -> None:
+        self.limits_for = limits_for
         self.base_url = base_url
         self.fleet = fleet
         self.config = config
@@ -89,7 +135,7 @@ class ControllerProcess:
         self.runtime = ControllerRuntime(
             config=self.config,
             ec2=self.fleet.vpc,
-            limits_for=Ec2InstanceLimits(self.fleet.vpc, self.fleet.catalog).get,
+            limits_for=self.limits_for or Ec2InstanceLimits(self.fleet.vpc, self.fleet.catalog).get,
             kube=self.kube,
             clock=WallClock(),
             seed=self.seed,
@@ -113,7 +159,8 @@ class ControllerProcess:
 
         return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
 
-    def run(self, coro: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    def run(self, coro: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30.0) -> T:
+        """Await `coro()` on the controller's loop (e.g. to drive a pool from a test)."""
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro(), self.loop).result(timeout)
 
@@ -128,7 +175,9 @@ class ControllerProcess:
         self._thread.join(30)
         _DEAD_LOOPS.append(loop)
         if self.kube is not None:
-            self.kube._pool.shutdown(wait=True, cancel_futures=True)  # requests on the wire finish or time out
+            self.kube._pool.shutdown(
+                wait=True, cancel_futures=True
+            )  # requests on the wire finish or time out
 
     def stop(self, timeout: float = 30.0) -> None:
         loop, stop = self.loop, self._stop
@@ -149,8 +198,10 @@ class SimCluster:
         seed: int = 1,
         latency: LatencyConfig | None = None,
         garbage_collection: bool = False,
+        rbac: bool = True,
     ) -> None:
         self.config = config
+        self.rbac = rbac
         self.seed = seed
         self.emulator = KubeApiEmulator(garbage_collection=garbage_collection)
         self._server = EmulatorThread(self.emulator)
@@ -158,6 +209,7 @@ class SimCluster:
             seed=seed, cluster_name=config.cluster_name, clock=WallClock(), latency=latency or FAST_LATENCY
         )
         self.controller: ControllerProcess | None = None
+        self.limits_for: LimitsLookup | None = None  # instance limits other than the VPC's catalog
         self.instances: dict[str, str] = {}  # node name -> instance id
         self.generation = 0
 
@@ -172,6 +224,8 @@ class SimCluster:
                 "metadata": {"name": MANAGED_NAMESPACE, "labels": {"netalloc.dev/managed": "true"}},
             }
         )
+        if self.rbac:  # the controller gets exactly the rights deploy/rbac.yaml grants its ServiceAccount
+            self.emulator.enforce_rbac(shipped_rbac())
 
     def close(self) -> None:
         if self.controller is not None:
@@ -185,13 +239,17 @@ class SimCluster:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def start_controller(self) -> ControllerProcess:
+    def start_controller(self, config: ControllerConfig | None = None) -> ControllerProcess:
+        """A new controller process (with other settings, if given: a restart after a config change)."""
         self.generation += 1
+        if config is not None:
+            self.config = config
         process = ControllerProcess(
             base_url=self.emulator.base_url,
             fleet=self.fleet,
             config=self.config,
             seed=self.seed * 1000 + self.generation,
+            limits_for=self.limits_for,
         )
         process.start()
         self.controller = process
@@ -246,11 +304,16 @@ class SimCluster:
                 "apiVersion": "vpcresources.k8s.aws/v1beta1",
                 "kind": "SecurityGroupPolicy",
                 "metadata": {"name": name, "namespace": MANAGED_NAMESPACE},
-                "spec": {"podSelector": {"matchLabels": {"app": app}}, "securityGroups": {"groupIds": group_ids}},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": app}},
+                    "securityGroups": {"groupIds": group_ids},
+                },
             }
         )
 
-    def add_pod(self, name: str, node: str, *, app: str = "api", namespace: str = MANAGED_NAMESPACE) -> JsonObject:
+    def add_pod(
+        self, name: str, node: str, *, app: str = "api", namespace: str = MANAGED_NAMESPACE
+    ) -> JsonObject:
         return self.emulator.create(
             {
                 "apiVersion": "v1",

@@ -56,7 +56,6 @@ KINDS: tuple[str, ...] = (
     "podnetworkallocations",
     "pods",
 )
-INITIAL_LISTING_S = 30.0
 REFS: dict[str, ResourceRef] = {
     "namespaces": NAMESPACES,
     "serviceaccounts": SERVICE_ACCOUNTS,
@@ -119,8 +118,6 @@ class ControllerRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._relists: dict[str, asyncio.Task[None]] = {}
         self._last_relist: dict[str, float] = {}
-        self._streaming: set[str] = set()  # kinds kopf has sent a live (typed) event for
-        self._started_at = 0.0
         self.started = asyncio.Event()
 
     # ----- what the sandbox, benchmarks and tests read ---------------------------------------------
@@ -147,7 +144,6 @@ class ControllerRuntime:
             loop.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.workers)
         ]
         self._tasks.append(loop.create_task(self._resync_forever(), name="resync"))
-        self._started_at = loop.time()
         self.started.set()
         logger.info(
             "controller started: %d nodes, %d pods, %d PodNetworkAllocations",
@@ -170,20 +166,17 @@ class ControllerRuntime:
 
     # ----- events and relists ------------------------------------------------------------------------
     def on_event(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event (type None: kopf is listing the kind again, so our cache is listed again too)."""
+        """A watch event (type None: kopf is listing the kind again, so our caches are listed again too)."""
         store = self.stores[kind]
         change = store.apply_event(event_type, body)
         if change is not None:
             self._changed(kind, change)
-        if event_type is not None:
-            self._streaming.add(kind)
-        elif self.started.is_set() and not self._initial_listing(kind):
-            self._schedule_relist(kind)
-
-    def _initial_listing(self, kind: str) -> bool:
-        """kopf's first listing after start repeats what `start` listed: no need to list again."""
-        early = asyncio.get_running_loop().time() < self._started_at + INITIAL_LISTING_S
-        return early and kind not in self._streaming
+        if event_type is None and self.started.is_set():
+            # kopf lists a kind again when its watch broke and its history expired (410 Gone); the
+            # other kinds' watches most likely broke too, and a kind whose list is now empty sends
+            # nothing at all: list every kind again (at most once per relist_gap_s each).
+            for other in KINDS:
+                self._schedule_relist(other)
 
     def _schedule_relist(self, kind: str) -> None:
         if kind in self._relists and not self._relists[kind].done():

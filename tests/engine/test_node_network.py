@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -259,3 +260,71 @@ def test_drain_while_a_background_top_up_is_in_flight_leaks_nothing() -> None:
     in_flight, leftovers = run_virtual(scenario())
     assert in_flight == 1, "the scenario must catch a top-up mid-flight"
     assert leftovers == 0
+
+
+async def test_a_bad_group_does_not_become_the_warm_branch_groups() -> None:
+    """Issue 7 item 10: the groups warm branches are made with change only once EC2 accepted them."""
+    f = fleet()
+    settings = PoolSettings(enable_pod_eni=True, warm_branch_eni_target=0)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="c5.4xlarge", settings=settings)])
+    good = network.warm_branch_groups
+    with pytest.raises(Ec2Error) as caught:
+        await network.allocate(branch_request("ns/bad/1", ("sg-00000000000000bad",)))
+    assert caught.value.code == "InvalidSecurityGroupID.NotFound"
+    assert network.warm_branch_groups == good
+    network.pool.settings = settings.model_copy(update={"warm_branch_eni_target": 2})
+    report = await network.reconcile()
+    assert report.failed == ()
+    assert network.pool.branch_counts()[BranchState.WARM] == 2
+
+
+async def test_a_branch_whose_association_failed_is_made_again_with_a_new_client_token() -> None:
+    """Issue 7 item 4: the retry after a failed association must not get the deleted ENI back."""
+    f = fleet()
+    settings = PoolSettings(enable_pod_eni=True, warm_branch_eni_target=0)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="c5.4xlarge", settings=settings)])
+    f.vpc.inject(
+        "AssociateTrunkInterface",
+        "InternalError",
+        "An internal error has occurred.",
+        times=6,
+        http_status=500,
+    )
+    request = branch_request("ns/web/1", (f.app_groups[0],))
+    with pytest.raises(Ec2Error) as caught:
+        await network.allocate(request)
+    assert caught.value.error_class is ErrorClass.TRANSIENT
+    held = await network.allocate(request)
+    eni = f.vpc.network_interface(held.eni_id)
+    assert eni is not None and eni.private_ip == held.ip
+
+
+async def test_an_assign_whose_answer_was_lost_is_adopted_not_repeated() -> None:
+    """Issue 7 item 11: AssignPrivateIpAddresses has no client token; a lost answer leaks nothing."""
+    f = fleet()
+    settings = PoolSettings(warm_ip_target=2, excess_release_delay_s=3600)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="m5.xlarge", settings=settings)])
+    f.vpc.inject(
+        "AssignPrivateIpAddresses",
+        "InternalError",
+        "An internal error has occurred.",
+        http_status=500,
+        after_effect=True,
+    )
+    for i in range(4):
+        with contextlib.suppress(Ec2Error):
+            await network.allocate(ip_request(f"ns/p/{i}"))
+    await network.reconcile()
+    for eni_id, eni in network.pool.enis.items():
+        found = f.vpc.network_interface(eni_id)
+        assert found is not None
+        assert sorted(found.secondary_ips) == sorted(eni.ips), "EC2 holds addresses the pool does not know"
+
+
+async def test_a_pod_is_served_even_when_every_warm_target_is_zero() -> None:
+    f = fleet()
+    settings = PoolSettings(warm_eni_target=0)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="m5.large", settings=settings)])
+    assert network.pool.free_ip_count() == 0
+    held = await network.allocate(ip_request("ns/p/1"))
+    assert held.ip
