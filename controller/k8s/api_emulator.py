@@ -268,19 +268,80 @@ def _conflict(resource: ApiResource, name: str, why: str) -> KubeApiError:
     )
 
 
+_CAUSE_REASONS = (
+    ("Unsupported value", "FieldValueNotSupported"),
+    ("Required value", "FieldValueRequired"),
+    ("Forbidden", "FieldValueForbidden"),
+    ("Too long", "FieldValueTooLong"),
+    ("Too many", "FieldValueTooMany"),
+    ("Duplicate value", "FieldValueDuplicate"),
+)
+
+
+def _cause_reason(message: str) -> str:
+    """The `causes[].reason` kube-apiserver gives a field error, from the message's first words."""
+    return next(
+        (reason for prefix, reason in _CAUSE_REASONS if message.startswith(prefix)), "FieldValueInvalid"
+    )
+
+
 def _invalid(resource: ApiResource, name: str, problems: Sequence[tuple[str, str]]) -> KubeApiError:
-    """422 Invalid; ``problems`` are (field, message) pairs."""
-    causes = [{"reason": "FieldValueInvalid", "message": msg, "field": field} for field, msg in problems]
+    """422 Invalid; ``problems`` are (field, message) pairs. As kube-apiserver v1.26 answers it (see
+    shared/captures): one problem is written bare, several in brackets; the order of several follows
+    the schema walk, which in kube-apiserver is a Go map's and so not fixed either."""
+    causes = [{"reason": _cause_reason(msg), "message": msg, "field": field} for field, msg in problems]
     listed = ", ".join(f"{field}: {msg}" if field else msg for field, msg in problems)
     summary = listed if len(problems) == 1 else f"[{listed}]"
+    qualified = f"{resource.kind}.{resource.group}" if resource.group else resource.kind
     return KubeApiError(
         422,
         "Invalid",
-        f'{resource.kind}.{resource.group or "core"} "{name}" is invalid: {summary}',
+        f'{qualified} "{name}" is invalid: {summary}',
         name=name,
         group=resource.group,
         kind=resource.kind,
         causes=causes,
+    )
+
+
+POD_UPDATE_FORBIDDEN = (
+    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, "
+    "`spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to "
+    "existing tolerations) or `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+    "previously negative)"
+)
+
+
+def _mutable_pod_fields_dropped(spec: Mapping[str, Any]) -> JsonObject:
+    kept = copy.deepcopy(dict(spec))
+    for field in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
+        kept.pop(field, None)
+    for key in ("containers", "initContainers"):
+        for container in kept.get(key) or []:
+            if isinstance(container, dict):
+                container.pop("image", None)
+    return kept
+
+
+def _check_pod_spec_update(name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """A pod UPDATE may change only a few spec fields (a mutating webhook that touches others on an
+    annotation patch turns it into this 422, the failure the field notes start from)."""
+    before, after = _mutable_pod_fields_dropped(old), _mutable_pod_fields_dropped(new)
+    if before == after:
+        return
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    diff = "\n".join(
+        f"  core.PodSpec.{key}: {json.dumps(before.get(key))} -> {json.dumps(after.get(key))}"
+        for key in changed
+    )
+    message = f"{POD_UPDATE_FORBIDDEN}\n{diff}\n"
+    raise KubeApiError(
+        422,
+        "Invalid",
+        f'Pod "{name}" is invalid: spec: {message}',
+        name=name,
+        kind="Pod",
+        causes=[{"reason": "FieldValueForbidden", "message": message, "field": "spec"}],
     )
 
 
@@ -1491,9 +1552,19 @@ class KubeApiEmulator:
         return self._shown(resource, obj)
 
     def _update(
-        self, resource: ApiResource, old: JsonObject, candidate: Any, *, subresource: str
+        self,
+        resource: ApiResource,
+        old: JsonObject,
+        candidate: Any,
+        *,
+        subresource: str,
+        check_pod_spec: bool = True,
     ) -> JsonObject:
         """Store ``candidate`` as the new state of ``old`` (PUT and PATCH of the object or its status)."""
+        if check_pod_spec and resource.key == POD_KEY and not subresource and isinstance(candidate, dict):
+            _check_pod_spec_update(
+                _meta(old).get("name", ""), old.get("spec") or {}, candidate.get("spec") or {}
+            )
         old_meta = _meta(old)
         name = old_meta["name"]
         if not isinstance(candidate, dict) or not isinstance(candidate.get("metadata", {}), dict):
@@ -1973,7 +2044,7 @@ class KubeApiEmulator:
                 )
             candidate = copy.deepcopy(pod)
             candidate.setdefault("spec", {})["nodeName"] = target
-            self._update(resource, pod, candidate, subresource="")
+            self._update(resource, pod, candidate, subresource="", check_pod_spec=False)
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     async def _serve_watch(

@@ -116,9 +116,17 @@ class StatusRead(BaseModel):
         return self.salvaged
 
 
-def _resources(raw: Mapping[str, Any], mode: AllocationMode) -> AssignedResources | None:
+def held_mode(raw: Mapping[str, Any]) -> AllocationMode:
+    """What kind of address a status records, from the status alone (a spec can be edited by hand)."""
+    if raw.get("vlanId"):
+        return AllocationMode.BRANCH_ENI
+    return AllocationMode.PREFIX_IP if raw.get("prefix") else AllocationMode.SECONDARY_IP
+
+
+def _resources(raw: Mapping[str, Any]) -> AssignedResources | None:
     if not (raw.get("ip") and raw.get("eniId")):
         return None
+    mode = held_mode(raw)
     return AssignedResources(
         mode=mode,
         ip=raw["ip"],
@@ -136,11 +144,10 @@ def read_status(pna: PnaView) -> StatusRead:
     raw = pna.status
     if not raw.get("state"):
         return StatusRead()
-    mode = pna.spec.mode
     try:
         state = AllocationState(raw["state"])
         resources = (
-            _resources(raw, mode) if state in (AllocationState.ALLOCATED, AllocationState.RELEASING) else None
+            _resources(raw) if state in (AllocationState.ALLOCATED, AllocationState.RELEASING) else None
         )
         status = AllocationStatus(
             state=state,
@@ -159,7 +166,7 @@ def read_status(pna: PnaView) -> StatusRead:
     except (ValidationError, ValueError, KeyError, TypeError) as error:
         salvaged: AssignedResources | None = None
         try:
-            salvaged = _resources(raw, mode)
+            salvaged = _resources(raw)
         except (ValidationError, ValueError, TypeError):
             salvaged = None
         problem = str(error).replace("\n", " ")[:400]

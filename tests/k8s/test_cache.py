@@ -1,0 +1,70 @@
+"""The caches: resourceVersions order the writes, and a relist corrects what a watch missed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.k8s.cache import ClusterState, Store, newer_or_same
+from controller.k8s.objects import PodView
+
+
+def pod(name: str, rv: int, uid: str = "u1", node: str = "n1") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": str(rv)},
+        "spec": {"nodeName": node},
+    }
+
+
+def store() -> Store[tuple[str, str], PodView]:
+    return Store(PodView.from_k8s, lambda v: (v.namespace, v.name))
+
+
+def test_resource_versions_compare_as_integers_when_they_are() -> None:
+    assert newer_or_same("10", "9") and not newer_or_same("9", "10") and newer_or_same("7", "7")
+    assert not newer_or_same("abc", "abd") and newer_or_same("abc", "abc")
+
+
+def test_an_older_event_or_the_echo_of_our_own_write_changes_nothing() -> None:
+    s = store()
+    assert s.apply_event("ADDED", pod("a", 5)) is not None
+    assert s.apply_event("MODIFIED", pod("a", 5)) is None  # echo
+    assert s.apply_event("MODIFIED", pod("a", 4)) is None  # late
+    assert s.get(("ns", "a")) is not None and s.get(("ns", "a")).resource_version == "5"  # type: ignore[union-attr]
+
+
+def test_a_late_deletion_of_the_old_object_does_not_remove_its_successor() -> None:
+    s = store()
+    s.apply_event("ADDED", pod("a", 10, uid="new"))
+    assert s.apply_event("DELETED", pod("a", 9, uid="old")) is None
+    assert s.get(("ns", "a")) is not None
+
+
+def test_a_relist_drops_what_was_deleted_in_a_watch_gap_and_keeps_what_is_newer() -> None:
+    s = store()
+    for name, rv in (("a", 1), ("b", 2), ("c", 3)):
+        s.apply_event("ADDED", pod(name, rv))
+    s.apply_event("ADDED", pod("late", 12))  # created after the list was taken
+    changes = s.replace([pod("a", 1), pod("c", 3)], "10")
+    assert {c.key for c in changes if c.new is None} == {("ns", "b")}
+    assert sorted(k[1] for k in s.all_keys()) == ["a", "c", "late"]
+    assert s.synced
+
+
+def test_a_recent_deletion_is_not_brought_back_by_an_older_list() -> None:
+    s = store()
+    s.apply_event("ADDED", pod("a", 5))
+    s.apply_event("DELETED", pod("a", 8))
+    s.replace([pod("a", 5)], "6")  # a list taken before the deletion
+    assert s.get(("ns", "a")) is None
+
+
+def test_the_index_of_pnas_by_node_follows_changes() -> None:
+    state = ClusterState()
+    body = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "x", "resourceVersion": "1"},
+        "spec": {"podName": "p", "podUID": "u", "nodeName": "n1", "mode": "SecondaryIP"},
+    }
+    state.pnas.apply_event("ADDED", body)
+    assert [p.name for p in state.pnas_on("n1")] == ["p"]
+    state.pnas.apply_event("DELETED", {**body, "metadata": {**body["metadata"], "resourceVersion": "2"}})
+    assert state.pnas_on("n1") == []

@@ -1,0 +1,247 @@
+"""Each reconciler on its own: called pass by pass (no kopf, no workers) against the API emulator and
+the simulated VPC, so every outcome is the result of one known sequence of passes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from controller.adapters.sim_vpc import LatencyConfig
+from controller.clock import WallClock
+from controller.core import tags as tagging
+from controller.instance_data import Ec2InstanceLimits
+from controller.k8s.api_emulator import KubeApiEmulator
+from controller.k8s.harness import fast_config
+from controller.k8s.kube_api import Conflict, KubeApi
+from controller.k8s.objects import PnaView
+from controller.k8s.reconcilers import LEAKS, node_item, pna_item
+from controller.k8s.reconcilers.context import PoolPhase
+from controller.k8s.reconcilers.holdings import collect_orphan_holdings
+from controller.k8s.reconcilers.status_writer import write_pna_status
+from controller.k8s.runtime import KINDS, ControllerRuntime
+from controller.k8s.sandbox import crd_directory
+from controller.ports.ec2 import InterfaceType
+from controller.sim_fleet import SimFleet
+
+
+class Bench:
+    def __init__(self, emulator: KubeApiEmulator, fleet: SimFleet, runtime: ControllerRuntime) -> None:
+        self.emulator, self.fleet, self.runtime = emulator, fleet, runtime
+        self.ctx = runtime.ctx
+
+    async def sync(self) -> None:
+        for kind in KINDS:
+            await self.runtime.relist(kind)
+
+    async def node(self, name: str, instance_type: str = "c5.4xlarge") -> str:
+        vpc = self.fleet.vpc
+        instance = vpc.launch_instance(
+            instance_type, self.fleet.subnet.subnet_id, security_group_ids=[vpc.default_security_group_id]
+        )
+        self.emulator.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": {"node.kubernetes.io/instance-type": instance_type}},
+                "spec": {"providerID": f"aws:///{instance.availability_zone}/{instance.instance_id}"},
+            }
+        )
+        await self.sync()
+        await self.runtime.reconcilers.reconcile(node_item(name))
+        return instance.instance_id
+
+    async def pod(self, name: str, node: str) -> dict[str, Any]:
+        body = self.emulator.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+            }
+        )
+        await self.sync()
+        await self.runtime.reconcilers.reconcile(pna_item("shop", name))
+        return body
+
+
+@pytest.fixture
+async def bench() -> AsyncIterator[Bench]:
+    emulator = KubeApiEmulator(garbage_collection=False)
+    emulator.install_crds_from(crd_directory(), recursive=True)
+    emulator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "shop", "labels": {"netalloc.dev/managed": "true"}},
+        }
+    )
+    async with emulator:
+        configuration = k8s.Configuration()
+        configuration.host = emulator.base_url
+        kube = KubeApi.for_configuration(configuration)
+        fleet = SimFleet(cluster_name="bench", clock=WallClock(), latency=LatencyConfig.none())
+        runtime = ControllerRuntime(
+            config=fast_config(cluster_name="bench"),
+            ec2=fleet.vpc,
+            limits_for=Ec2InstanceLimits(fleet.vpc, fleet.catalog).get,
+            kube=kube,
+            seed=1,
+        )
+        try:
+            yield Bench(emulator, fleet, runtime)
+        finally:
+            await runtime.ctx.events.close()
+            kube.close()
+
+
+# ----- leak collection ------------------------------------------------------------------------------------
+
+
+def tagged_eni(bench: Bench, instance_id: str) -> str:
+    eni = bench.fleet.vpc.restore_eni(
+        eni_id=f"eni-{abs(hash(instance_id)) % 10**17:017x}",
+        subnet_id=bench.fleet.subnet.subnet_id,
+        interface_type=InterfaceType.INTERFACE,
+        tags=tagging.eni_tags(cluster="bench", instance_id=instance_id, owner="gone", role="pod-ips"),
+    )
+    return eni.eni_id
+
+
+async def test_the_leak_sweep_deletes_an_unknown_eni_only_on_its_second_sighting(bench: Bench) -> None:
+    await bench.node("n1")
+    leaked = tagged_eni(bench, "i-00000000000000dead")
+    await bench.runtime.reconcilers.reconcile(LEAKS)
+    assert bench.fleet.vpc.network_interface(leaked) is not None
+    await bench.runtime.reconcilers.reconcile(LEAKS)
+    assert bench.fleet.vpc.network_interface(leaked) is None
+
+
+async def test_the_leak_sweep_never_touches_an_eni_of_a_current_node_s_instance(bench: Bench) -> None:
+    instance = await bench.node("n1")
+    stray = tagged_eni(bench, instance)  # not in the pool, but its instance is a current node's
+    for _ in range(4):
+        await bench.runtime.reconcilers.reconcile(LEAKS)
+    assert bench.fleet.vpc.network_interface(stray) is not None
+
+
+async def test_the_leak_sweep_waits_while_any_node_s_pool_is_not_registered(bench: Bench) -> None:
+    await bench.node("n1")
+    bench.fleet.vpc.faults.inject_throttling("DescribeInstances", times=50)
+    await bench.node("n2")
+    assert bench.ctx.pools.get("n2") is not None and bench.ctx.pools.get("n2").phase is PoolPhase.NOT_READY  # type: ignore[union-attr]
+    leaked = tagged_eni(bench, "i-00000000000000dead")
+    for _ in range(3):
+        await bench.runtime.reconcilers.reconcile(LEAKS)
+    assert bench.fleet.vpc.network_interface(leaked) is not None
+    assert "n2" in bench.runtime.reconcilers.leaks.last_skip_reason
+
+
+# ----- holdings within live allocations --------------------------------------------------------------------
+
+
+async def test_a_holding_without_pna_or_pod_is_released_and_one_whose_pod_lives_is_kept(bench: Bench) -> None:
+    await bench.node("n1")
+    network = bench.runtime.networks["n1"]
+    pod = await bench.pod("alive", "n1")
+    alive_key = f"shop/alive/{pod['metadata']['uid']}"
+    assert alive_key in network.held_keys()
+    network.pool.take_ip("shop/ghost/00000000")
+    bench.emulator.patch(
+        "netalloc.dev/v1alpha1",
+        "PodNetworkAllocation",
+        "alive",
+        {"metadata": {"finalizers": None}},
+        namespace="shop",
+    )
+    bench.emulator.delete("netalloc.dev/v1alpha1", "PodNetworkAllocation", "alive", "shop")
+    await bench.sync()
+    released = await collect_orphan_holdings(bench.ctx, network)
+    assert released == ["shop/ghost/00000000"]
+    assert alive_key in network.held_keys()  # its pod runs: the PNA is made again, with this address
+
+
+async def test_a_holding_is_kept_when_the_api_server_has_its_pna_and_the_cache_does_not(bench: Bench) -> None:
+    await bench.node("n1")
+    network = bench.runtime.networks["n1"]
+    pod = await bench.pod("p", "n1")
+    key = f"shop/p/{pod['metadata']['uid']}"
+    bench.ctx.state.pnas.remove(("shop", "p"))
+    bench.ctx.state.pods.remove(("shop", "p"))  # a cache that fell behind
+    assert await collect_orphan_holdings(bench.ctx, network) == []
+    assert key in network.held_keys()
+
+
+# ----- the status writer -----------------------------------------------------------------------------------
+
+
+async def test_a_status_write_on_a_stale_version_is_refused_and_the_cache_rereads(bench: Bench) -> None:
+    await bench.node("n1")
+    await bench.pod("p", "n1")
+    stale = bench.ctx.state.pnas.get(("shop", "p"))
+    assert stale is not None
+    bench.emulator.patch(
+        "netalloc.dev/v1alpha1",
+        "PodNetworkAllocation",
+        "p",
+        {"metadata": {"labels": {"x": "y"}}},
+        namespace="shop",
+    )
+    with pytest.raises(Conflict):
+        await write_pna_status(bench.ctx, stale, {"reason": "Stale"})
+    fresh = bench.ctx.state.pnas.get(("shop", "p"))
+    assert isinstance(fresh, PnaView) and fresh.resource_version != stale.resource_version
+    assert (
+        bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop")["status"]["reason"]
+        != "Stale"
+    )  # type: ignore[index]
+
+
+# ----- node pools ------------------------------------------------------------------------------------
+
+
+async def test_a_node_without_an_ec2_provider_id_is_not_served_and_says_why(bench: Bench) -> None:
+    bench.emulator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "kind-1"},
+            "spec": {"providerID": "kind://docker/kind/kind-1"},
+        }
+    )
+    await bench.sync()
+    await bench.runtime.reconcilers.reconcile(node_item("kind-1"))
+    entry = bench.ctx.pools.get("kind-1")
+    assert entry is not None and entry.error is not None and entry.error.code == "NodeNotEc2"
+    assert "kind://docker/kind/kind-1" in bench.ctx.unavailable("kind-1").message
+    assert not bench.emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")
+
+
+async def test_a_pool_record_deleted_by_hand_while_its_node_lives_is_made_again_without_a_drain(
+    bench: Bench,
+) -> None:
+    await bench.node("n1")
+    await bench.pod("p", "n1")
+    network = bench.runtime.networks["n1"]
+    bench.emulator.delete("netalloc.dev/v1alpha1", "NodeNetworkPool", "n1")
+    await bench.sync()
+    await bench.runtime.reconcilers.reconcile(node_item("n1"))
+    await bench.sync()
+    await bench.runtime.reconcilers.reconcile(node_item("n1"))
+    assert bench.emulator.get("netalloc.dev/v1alpha1", "NodeNetworkPool", "n1") is not None
+    assert bench.runtime.networks["n1"] is network and not network.draining
+    assert network.held_keys()
+
+
+async def test_a_node_gone_is_drained_only_after_the_api_server_confirms_it(bench: Bench) -> None:
+    await bench.node("n1")
+    bench.ctx.state.nodes.remove("n1")  # the cache lost it; the API server still has it
+    await bench.runtime.reconcilers.reconcile(node_item("n1"))
+    assert bench.ctx.pools.get("n1").phase is PoolPhase.REGISTERED  # type: ignore[union-attr]
+    bench.emulator.delete("v1", "Node", "n1")
+    await bench.sync()
+    await bench.runtime.reconcilers.reconcile(node_item("n1"))
+    assert bench.ctx.pools.get("n1").phase is PoolPhase.DRAINED  # type: ignore[union-attr]
+    assert not bench.emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")
