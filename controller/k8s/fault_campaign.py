@@ -125,6 +125,10 @@ class Schedule:
 
     # ----- the schedule ----------------------------------------------------------------------------
     def run(self) -> ScheduleResult:
+        with planted_bug(self.settings.planted):
+            return self._run()
+
+    def _run(self) -> ScheduleResult:
         started = time.monotonic()
         recovery = 0.0
         cluster = self.cluster
@@ -621,8 +625,7 @@ def run_campaign(
     slowest, slowest_seed = 0.0, None
     for index in range(schedules):
         schedule_seed = seed * 100_003 + index
-        with planted_bug(settings.planted):
-            result = Schedule(schedule_seed, settings).run()
+        result = Schedule(schedule_seed, settings).run()
         violations.extend(result.violations)
         steps.update(result.steps)
         if result.recovery_s > slowest:

@@ -13,7 +13,7 @@ import pydantic
 import pytest
 from kubernetes import client as k8s
 
-from controller.k8s.api_emulator import KubeApiEmulator
+from controller.k8s.api_emulator import ApiFault, KubeApiEmulator
 from controller.k8s.kube_api import KubeApi
 from controller.k8s.leader_election import LeaderElectionConfig, LeadershipLost, LeaseElector, micro_time
 
@@ -378,3 +378,25 @@ async def test_a_candidate_whose_clock_runs_ahead_does_not_take_a_lease_that_is_
     assert recorder.leaders() == ["leader"]
     await stop(skewed_run)
     await stop(leader_run)
+
+
+async def test_the_lease_is_held_for_a_call_only_while_a_standby_cannot_take_over_before_it_ends(
+    emulator: KubeApiEmulator, new_api: Callable[[], KubeApi]
+) -> None:
+    api = new_api()
+    elector = LeaseElector(api, config("fenced"))
+    assert not elector.holds_lease_for(0.1)  # not leading yet
+    done = asyncio.Event()
+    run = asyncio.create_task(elector.run(LeadershipRecorder().lead("fenced", until=done)))
+    await until(lambda: elector.is_leader)
+    assert elector.holds_lease_for(0.1)
+    assert not elector.holds_lease_for(LEASE_DURATION_S)  # would outlast the lease
+    emulator.inject_fault(
+        ApiFault(methods=frozenset({"PUT", "GET", "POST"}), path="/leases", code=500, times=10_000)
+    )
+    await asyncio.sleep(LEASE_DURATION_S - RENEW_DEADLINE_S / 2)
+    assert not elector.holds_lease_for(RENEW_DEADLINE_S / 2)  # renewals failed: writes stop first
+    emulator.clear_faults()
+    with contextlib.suppress(LeadershipLost):
+        await run
+    done.set()

@@ -148,3 +148,90 @@ def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmula
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output[-3000:]
+
+
+def start_run(kubeconfig: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "ENABLE_POD_ENI": "true", "CLUSTER_NAME": "trial", "WARM_BRANCH_ENI_TARGET": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "run", "--kubeconfig", str(kubeconfig), "--ec2", "sim"]
+        + ["--metrics-port", "0", "--health-port", "0", "--log-format", "json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_a_standby_takes_over_a_killed_leader_s_simulated_vpc_without_giving_an_address_twice(
+    cluster: tuple[KubeApiEmulator, Path],
+) -> None:
+    """Issue 7 item 14: `--ec2 sim` rebuilds its VPC from the cluster's records when a replica leads."""
+    emulator, kubeconfig = cluster
+    emulator.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "m5.xlarge"}},
+            "spec": {"providerID": "aws:///us-west-2a/i-0923456789abcdef0"},
+        }
+    )
+    emulator.create(
+        {
+            "apiVersion": "vpcresources.k8s.aws/v1beta1",
+            "kind": "SecurityGroupPolicy",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "securityGroups": {"groupIds": ["sg-0a1b2c3d4e5f60718"]},
+            },
+        }
+    )
+
+    def pod(name: str, app: str) -> None:
+        emulator.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]},
+            }
+        )
+
+    def held() -> dict[str, tuple[str, str]]:
+        pnas = emulator.list("netalloc.dev/v1alpha1", "PodNetworkAllocation")
+        return {
+            p["metadata"]["name"]: (p["status"]["ip"], p["status"]["eniId"])
+            for p in pnas
+            if (p.get("status") or {}).get("state") == "Allocated"
+        }
+
+    leader = start_run(kubeconfig)
+    standby = None
+    try:
+        for i in range(6):
+            pod(f"first-{i}", "web" if i < 2 else "api")
+        wait(lambda: len(held()) == 6)
+        wait(
+            lambda: bool(
+                emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")[0].get("status", {}).get("enis")
+            )
+        )
+        standby = start_run(kubeconfig)
+        time.sleep(2)  # the standby waits for the Lease
+        before = held()
+        leader.kill()  # SIGKILL: no release of the Lease, no last write
+        leader.wait(timeout=30)
+        for i in range(6):
+            pod(f"second-{i}", "web" if i < 2 else "api")
+        wait(lambda: len(held()) == 12, timeout=90)  # the Lease expires (15 s), the standby leads
+        after = held()
+        assert {name: after[name] for name in before} == before, "a running pod's address changed"
+        ips = [ip for ip, _ in after.values()]
+        assert len(set(ips)) == len(ips), f"an address was given twice: {sorted(ips)}"
+        branches = [eni for name, (_, eni) in after.items() if name.split("-")[1] in ("0", "1")]
+        assert len(set(branches)) == len(branches) == 4
+    finally:
+        for process in (leader, standby):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
