@@ -30,10 +30,10 @@ class BaselineParams(BaseModel):
     pod_workers: int = Field(default=30, ge=1)
     # field-notes §2 "Concurrency: ... 5 requeues"
     max_requeues: int = Field(default=5, ge=0)
-    # field-notes §2 "EC2 client token bucket 12 QPS / burst 18"
+    # field-notes §2 "TWO clients of 12 QPS / burst 18 each" (this model has one of them so far)
     ec2_client_qps: float = Field(default=12.0, gt=0)
     ec2_client_burst: int = Field(default=18, ge=1)
-    # field-notes §2 "SDK retries 3 attempts" (read as 3 attempts in all: the first call and 2 retries)
+    # field-notes §2 "aws-sdk-go-v2 standard retryer, 3 attempts" (3 in all: the first call and 2 retries)
     sdk_max_attempts: int = Field(default=3, ge=1)
     # field-notes §2 "Kubernetes client 20 QPS / burst 30"
     k8s_client_qps: float = Field(default=20.0, gt=0)

@@ -26,7 +26,7 @@ def test_a_real_name_is_accepted() -> None:
 
 def test_netalloc_run_without_a_cluster_name_exits_2_and_says_why() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CLUSTER_NAME"}
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: PLW1510 - the exit code is what is tested
         [sys.executable, "-m", "controller.cli", "run", "--ec2", "sim", "--kubeconfig", "/nonexistent"],
         env=env,
         capture_output=True,

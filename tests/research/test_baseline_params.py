@@ -62,9 +62,9 @@ def test_values_parsed_from_the_field_notes_text_match() -> None:
     params = BaselineParams()
     workers, requeues = map(int, _find(r"(\d+) pod workers, (\d+) requeues", section))
     assert (workers, requeues) == (params.pod_workers, params.max_requeues)
-    qps, burst = _find(r"EC2 client token bucket (\d+) QPS / burst (\d+)", section)
+    qps, burst = _find(r"(\d+) QPS / burst (\d+) each", section)  # each of RC's two EC2 clients
     assert (float(qps), int(burst)) == (params.ec2_client_qps, params.ec2_client_burst)
-    assert int(_find(r"SDK\s+retries (\d+) attempts", section)[0]) == params.sdk_max_attempts
+    assert int(_find(r"standard retryer, (\d+) attempts", section)[0]) == params.sdk_max_attempts
     k_qps, k_burst = _find(r"Kubernetes client (\d+) QPS / burst (\d+)", section)
     assert (float(k_qps), int(k_burst)) == (params.k8s_client_qps, params.k8s_client_burst)
     assert int(_find(r"cool-down \(default (\d+) s", section)[0]) == params.branch_cooldown_s
