@@ -91,7 +91,11 @@ class ControllerProcess:
         seed: int,
         request_timeout_s: float = 2.0,
         limits_for: LimitsLookup | None = None,
+        token: str = "harness",
+        verify_ssl: bool = True,
     ) -> None:
+        self.token = token
+        self.verify_ssl = verify_ssl
         self.limits_for = limits_for
         self.base_url = base_url
         self.fleet = fleet
@@ -130,7 +134,8 @@ class ControllerProcess:
     async def _main(self) -> None:
         configuration = k8s.Configuration()
         configuration.host = self.base_url
-        configuration.api_key = {"authorization": "Bearer harness"}
+        configuration.api_key = {"authorization": f"Bearer {self.token}"}
+        configuration.verify_ssl = self.verify_ssl
         self.kube = KubeApi.for_configuration(configuration, request_timeout_s=self.request_timeout_s)
         self.runtime = ControllerRuntime(
             config=self.config,

@@ -153,8 +153,22 @@ def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmula
 def start_run(kubeconfig: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "ENABLE_POD_ENI": "true", "CLUSTER_NAME": "trial", "WARM_BRANCH_ENI_TARGET": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "run", "--kubeconfig", str(kubeconfig), "--ec2", "sim"]
-        + ["--metrics-port", "0", "--health-port", "0", "--log-format", "json"],
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "run",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--ec2",
+            "sim",
+            "--metrics-port",
+            "0",
+            "--health-port",
+            "0",
+            "--log-format",
+            "json",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
