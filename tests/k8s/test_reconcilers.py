@@ -245,3 +245,57 @@ async def test_a_node_gone_is_drained_only_after_the_api_server_confirms_it(benc
     await bench.runtime.reconcilers.reconcile(node_item("n1"))
     assert bench.ctx.pools.get("n1").phase is PoolPhase.DRAINED  # type: ignore[union-attr]
     assert not bench.emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")
+
+
+# ----- allocation and release ---------------------------------------------------------------------------
+
+
+async def test_an_allocated_status_the_pool_does_not_back_is_allocated_again(bench: Bench) -> None:
+    await bench.node("n1")
+    await bench.pod("p", "n1")
+    network = bench.runtime.networks["n1"]
+    before = bench.ctx.state.pnas.get(("shop", "p"))
+    assert before is not None and before.status["state"] == "Allocated"
+    key = before.allocation_key
+    await network.release(key)
+    network.pool.cooling_ips.clear()  # and its address is gone from EC2's side of the pool
+    for eni in network.pool.enis.values():
+        if before.status["ip"] in eni.ips:
+            network.pool.remove_ips(eni.eni_id, [before.status["ip"]])
+    await bench.runtime.reconcilers.reconcile(pna_item("shop", "p"))  # ResourcesLost, then a new address
+    again = bench.ctx.state.pnas.get(("shop", "p"))
+    assert (
+        again is not None
+        and again.status["state"] == "Allocated"
+        and again.status["ip"] != before.status["ip"]
+    )
+    await bench.ctx.events.flush()
+    events = bench.emulator.list("v1", "Event", namespace="shop")
+    assert any(e["reason"] == "ResourcesLost" and before.status["ip"] in e["message"] for e in events)
+    assert network.pool.holding_for(key) is not None
+
+
+async def test_a_pod_on_a_node_without_a_pool_waits_with_the_reason(bench: Bench) -> None:
+    await bench.pod("p", "nowhere")
+    pna = bench.ctx.state.pnas.get(("shop", "p"))
+    assert pna is not None
+    assert (pna.status["state"], pna.status["reason"]) == ("WaitingForCapacity", "NodePoolNotReady")
+    assert "nowhere does not exist" in pna.status["message"]
+
+
+async def test_a_release_waits_until_the_node_s_pool_is_loaded(bench: Bench) -> None:
+    await bench.node("n1")
+    await bench.pod("p", "n1")
+    key = bench.ctx.state.pnas.get(("shop", "p")).allocation_key  # type: ignore[union-attr]
+    network = bench.runtime.networks["n1"]
+    bench.ctx.pools.not_ready("n1", bench.ctx.unavailable("n1"))  # as after a restart, before registration
+    bench.emulator.delete("v1", "Pod", "p", "shop")
+    await bench.sync()
+    result = await bench.runtime.reconcilers.reconcile(pna_item("shop", "p"))
+    assert result.requeue_after is not None
+    assert bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop") is not None
+    assert key in network.held_keys()
+    bench.ctx.pools.registered(network, network.pool.instance_id)
+    await bench.runtime.reconcilers.reconcile(pna_item("shop", "p"))
+    assert bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop") is None
+    assert key not in network.held_keys()

@@ -110,6 +110,13 @@ class Allocation:
                 except PoolInvariantError as error:
                     ctx.events.post(involved(pna), warning=True, reason="AddressConflict", message=str(error))
             reason, why = "ResourcesLost", f"node {node}'s pool does not hold them (EC2 no longer has them)"
+        ctx.events.post(
+            involved(pna),
+            warning=True,
+            reason=reason,
+            message=f"{recorded.mode.value} {recorded.ip} on {recorded.eni_id} is no longer held: {why}; "
+            "allocating again",
+        )
         return transition(
             status,
             ResourcesLost(reason=reason, message=why),
