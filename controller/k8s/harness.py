@@ -31,7 +31,7 @@ from controller.k8s.operator import run_operator
 from controller.k8s.reconcilers.context import ControllerConfig, LimitsLookup
 from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
 from controller.k8s.runtime import ControllerRuntime
-from controller.k8s.sandbox import EmulatorThread, crd_directory
+from controller.k8s.sandbox import EmulatorThread, crd_directory, pod_manifest, policy_manifest
 from controller.settings import PoolSettings
 from controller.sim_fleet import SimFleet
 
@@ -304,30 +304,12 @@ class SimCluster:
             self.in_controller(lambda: self.fleet.vpc.terminate_instance(instance_id))
 
     def add_security_group_policy(self, name: str, app: str, group_ids: list[str]) -> JsonObject:
-        return self.emulator.create(
-            {
-                "apiVersion": "vpcresources.k8s.aws/v1beta1",
-                "kind": "SecurityGroupPolicy",
-                "metadata": {"name": name, "namespace": MANAGED_NAMESPACE},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": app}},
-                    "securityGroups": {"groupIds": group_ids},
-                },
-            }
-        )
+        return self.emulator.create(policy_manifest(name, app, group_ids))
 
     def add_pod(
         self, name: str, node: str, *, app: str = "api", namespace: str = MANAGED_NAMESPACE
     ) -> JsonObject:
-        return self.emulator.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
-                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]},
-                "status": {"phase": "Running"},
-            }
-        )
+        return self.emulator.create(pod_manifest(name, node, app=app, namespace=namespace))
 
     def delete_pod(self, name: str, namespace: str = MANAGED_NAMESPACE) -> None:
         with contextlib.suppress(Exception):

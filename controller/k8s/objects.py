@@ -33,6 +33,18 @@ def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
+def _identity(meta: Mapping[str, Any], *, namespaced: bool = True) -> dict[str, str]:
+    """name, uid, resourceVersion (and namespace): the fields every view keeps."""
+    fields = {
+        "name": str(meta.get("name") or ""),
+        "uid": str(meta.get("uid") or ""),
+        "resource_version": str(meta.get("resourceVersion") or ""),
+    }
+    if namespaced:
+        fields["namespace"] = str(meta.get("namespace") or "")
+    return fields
+
+
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
     labels = meta.get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
@@ -79,12 +91,7 @@ class NamespaceView(_View):
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> NamespaceView:
         meta = _meta(body)
-        return cls(
-            name=str(meta.get("name") or ""),
-            uid=str(meta.get("uid") or ""),
-            resource_version=str(meta.get("resourceVersion") or ""),
-            labels=_labels(meta),
-        )
+        return cls(**_identity(meta, namespaced=False), labels=_labels(meta))
 
 
 class ServiceAccountView(_View):
@@ -95,13 +102,7 @@ class ServiceAccountView(_View):
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> ServiceAccountView:
         meta = _meta(body)
-        return cls(
-            namespace=str(meta.get("namespace") or ""),
-            name=str(meta.get("name") or ""),
-            uid=str(meta.get("uid") or ""),
-            resource_version=str(meta.get("resourceVersion") or ""),
-            labels=_labels(meta),
-        )
+        return cls(**_identity(meta), labels=_labels(meta))
 
 
 class PolicyView(_View):
@@ -112,13 +113,7 @@ class PolicyView(_View):
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> PolicyView:
         meta = _meta(body)
-        return cls(
-            namespace=str(meta.get("namespace") or ""),
-            name=str(meta.get("name") or ""),
-            uid=str(meta.get("uid") or ""),
-            resource_version=str(meta.get("resourceVersion") or ""),
-            policy=SecurityGroupPolicy.from_k8s(body),
-        )
+        return cls(**_identity(meta), policy=SecurityGroupPolicy.from_k8s(body))
 
 
 class ProviderId(BaseModel):

@@ -201,30 +201,12 @@ class Sandbox:
         )
 
     def add_security_group_policy(self, name: str, app: str, group_ids: list[str]) -> JsonObject:
-        return self.emulator.create(
-            {
-                "apiVersion": "vpcresources.k8s.aws/v1beta1",
-                "kind": "SecurityGroupPolicy",
-                "metadata": {"name": name, "namespace": MANAGED_NAMESPACE},
-                "spec": {
-                    "podSelector": {"matchLabels": {"app": app}},
-                    "securityGroups": {"groupIds": group_ids},
-                },
-            }
-        )
+        return self.emulator.create(policy_manifest(name, app, group_ids))
 
     def add_pod(
         self, name: str, node: str, app: str = "web", namespace: str = MANAGED_NAMESPACE
     ) -> JsonObject:
-        return self.emulator.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
-                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]},
-                "status": {"phase": "Pending"},
-            }
-        )
+        return self.emulator.create(pod_manifest(name, node, app=app, namespace=namespace, phase="Pending"))
 
     def delete_pod(self, name: str, namespace: str = MANAGED_NAMESPACE) -> None:
         self.emulator.delete("v1", "Pod", name, namespace)
@@ -265,6 +247,31 @@ class Sandbox:
             p50_allocation_s=round(statistics.median(latencies), 4) if latencies else 0.0,
             p99_allocation_s=round(percentile(latencies, 0.99), 4) if latencies else 0.0,
         )
+
+
+def policy_manifest(
+    name: str, app: str, group_ids: list[str], namespace: str = MANAGED_NAMESPACE
+) -> JsonObject:
+    """A SecurityGroupPolicy giving pods labelled `app` these groups."""
+    return {
+        "apiVersion": "vpcresources.k8s.aws/v1beta1",
+        "kind": "SecurityGroupPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"podSelector": {"matchLabels": {"app": app}}, "securityGroups": {"groupIds": group_ids}},
+    }
+
+
+def pod_manifest(
+    name: str, node: str, *, app: str, namespace: str = MANAGED_NAMESPACE, phase: str = "Running"
+) -> JsonObject:
+    """A pod bound to `node`, as the scheduler leaves it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx"}]},
+        "status": {"phase": phase},
+    }
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

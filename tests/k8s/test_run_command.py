@@ -50,34 +50,7 @@ def wait(predicate: object, timeout: float = 60) -> None:
 
 def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmulator, Path]) -> None:
     emulator, kubeconfig = cluster
-    env = {
-        **os.environ,
-        "ENABLE_POD_ENI": "true",
-        "ENABLE_PREFIX_DELEGATION": "true",
-        "CLUSTER_NAME": "trial",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "run",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--ec2",
-            "sim",
-            "--metrics-port",
-            "0",
-            "--health-port",
-            "0",
-            "--log-format",
-            "json",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_run(kubeconfig, {"ENABLE_PREFIX_DELEGATION": "true"}, output=subprocess.PIPE)
     try:
         for i, instance_type in enumerate(("m5.large", "c5.4xlarge")):
             emulator.create(
@@ -150,8 +123,11 @@ def test_run_with_a_kubeconfig_and_the_simulated_vpc(cluster: tuple[KubeApiEmula
     assert process.returncode == 0, output[-3000:]
 
 
-def start_run(kubeconfig: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "ENABLE_POD_ENI": "true", "CLUSTER_NAME": "trial", "WARM_BRANCH_ENI_TARGET": "1"}
+def start_run(
+    kubeconfig: Path, settings: dict[str, str] | None = None, *, output: int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """`netalloc run --ec2 sim` as its own process (with leader election, as deployed)."""
+    env = {**os.environ, "ENABLE_POD_ENI": "true", "CLUSTER_NAME": "trial", **(settings or {})}
     return subprocess.Popen(
         [
             sys.executable,
@@ -170,8 +146,8 @@ def start_run(kubeconfig: Path) -> subprocess.Popen[str]:
             "json",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if output == subprocess.PIPE else subprocess.DEVNULL,
         text=True,
     )
 
@@ -219,7 +195,7 @@ def test_a_standby_takes_over_a_killed_leader_s_simulated_vpc_without_giving_an_
             if (p.get("status") or {}).get("state") == "Allocated"
         }
 
-    leader = start_run(kubeconfig)
+    leader = start_run(kubeconfig, {"WARM_BRANCH_ENI_TARGET": "1"})
     standby = None
     try:
         for i in range(6):
@@ -230,7 +206,7 @@ def test_a_standby_takes_over_a_killed_leader_s_simulated_vpc_without_giving_an_
                 emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")[0].get("status", {}).get("enis")
             )
         )
-        standby = start_run(kubeconfig)
+        standby = start_run(kubeconfig, {"WARM_BRANCH_ENI_TARGET": "1"})
         time.sleep(2)  # the standby waits for the Lease
         before = held()
         leader.kill()  # SIGKILL: no release of the Lease, no last write

@@ -151,16 +151,7 @@ class NodePools:
         try:
             if ctx.on_new_instance is not None:
                 await ctx.on_new_instance(name, instance_id, node.instance_type)
-            network = await open_node_network(
-                ec2=ctx.ec2,
-                clock=ctx.clock,
-                limits_for=ctx.limits_for,
-                settings=ctx.config.pool,
-                node_name=name,
-                instance_id=instance_id,
-                cluster_name=ctx.config.cluster_name,
-                rng=random.Random(ctx.rng.getrandbits(32)),
-            )
+            network = await self._open(name, instance_id)
             lost: list[str] = []
             await network.register(self.holdings(name), lost=lost)
         except UnknownInstanceTypeError as error:
@@ -270,20 +261,25 @@ class NodePools:
             await self._let_record_go(nnp)
         return Result()
 
+    async def _open(self, name: str, instance_id: str) -> NodeNetwork:
+        """The node's runtime from EC2 (instance, subnet, limits); not registered yet."""
+        ctx = self.ctx
+        return await open_node_network(
+            ec2=ctx.ec2,
+            clock=ctx.clock,
+            limits_for=ctx.limits_for,
+            settings=ctx.config.pool,
+            node_name=name,
+            instance_id=instance_id,
+            cluster_name=ctx.config.cluster_name,
+            rng=random.Random(ctx.rng.getrandbits(32)),
+        )
+
     async def _open_for_drain(self, name: str, instance_id: str) -> NodeNetwork | None:
         """A pool this process never registered (the node went while it was down): rebuild it from EC2."""
         ctx = self.ctx
         try:
-            network = await open_node_network(
-                ec2=ctx.ec2,
-                clock=ctx.clock,
-                limits_for=ctx.limits_for,
-                settings=ctx.config.pool,
-                node_name=name,
-                instance_id=instance_id,
-                cluster_name=ctx.config.cluster_name,
-                rng=random.Random(ctx.rng.getrandbits(32)),
-            )
+            network = await self._open(name, instance_id)
             await network.recover_from_ec2()
             return network
         except NotFoundError:
