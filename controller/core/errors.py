@@ -49,6 +49,7 @@ CAPACITY_CODES = frozenset(
         "NodePoolNotReady",  # the node's pool is not registered (yet): the PNA message says why
         "NodeDraining",
         "TrunkNotReady",
+        "NodePoolStale",  # EC2 lost an ENI or the instance the pool had: read again, then retried
     }
 )
 # InvalidParameterValue is permanent except for this one message, which EC2 uses for prefix exhaustion.

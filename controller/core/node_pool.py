@@ -163,6 +163,27 @@ class NodePool:
             self._forget_ip(ip)
         del self.enis[eni_id]
 
+    def forget_eni(self, eni_id: str) -> list[str]:
+        """EC2 no longer has this ENI (or branch): drop it and what it carried. Returns the keys that
+        held something on it; their PNAs no longer hold anything."""
+        lost: list[str] = []
+        if eni_id in self.branches:
+            branch = self.branches.pop(eni_id)
+            if branch.holder is not None:
+                self.branch_holders.pop(branch.holder, None)
+                lost.append(branch.holder)
+            return lost
+        eni = self.enis.pop(eni_id, None)
+        if eni is None:
+            return lost
+        for ip in self._eni_addresses(eni):
+            holder = self.ip_holders.pop(ip, None)
+            if holder is not None:
+                self.key_ips.pop(holder, None)
+                lost.append(holder)
+            self._forget_ip(ip)
+        return lost
+
     def add_ips(self, eni_id: str, ips: list[str]) -> None:
         eni = self.enis[eni_id]
         for ip in ips:

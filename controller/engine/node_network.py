@@ -67,6 +67,9 @@ class ExecutionReport(BaseModel):
         return self.failed[0] if self.failed else None
 
 
+STALE_CODES = frozenset({"InvalidNetworkInterfaceID.NotFound", "InvalidInstanceID.NotFound"})
+
+
 def capacity_error(code: str, message: str) -> Ec2Error:
     return Ec2Error(code, message, action="Allocate")
 
@@ -128,6 +131,9 @@ class NodeNetwork:
         self.orphaned_enis: set[str] = set()  # made by us, not in the pool, delete pending
         self.registered = False
         self.draining = False
+        # Set when EC2 answers NotFound for an ENI or the instance the pool has: the pool is behind EC2
+        # (the instance was terminated, an ENI deleted outside netalloc) until `refresh_from_ec2`.
+        self.stale = ""
         self._pool_lock = asyncio.Lock()  # one plan executes at a time; drain waits for it
         # Warm branch ENIs are made with the groups pods on this node last asked for, so a pod of the
         # same workload takes one without a ModifyNetworkInterfaceAttribute call.
@@ -325,6 +331,8 @@ class NodeNetwork:
                 await self._run(action)
                 completed.append(describe_action(action))
             except Ec2Error as error:
+                if error.code in STALE_CODES:
+                    self.stale = f"{error.code}: {error.message}"
                 failed.append(
                     FailedAction(
                         action=describe_action(action),
@@ -583,10 +591,18 @@ class NodeNetwork:
             raise capacity_error(
                 "NodeDraining", f"node {self.node_name} is being drained; its pool takes no pods"
             )
-        if request.mode is AllocationMode.BRANCH_ENI:
-            resources = await self._allocate_branch(request)
-        else:
-            resources = await self._allocate_address(request)
+        self._refuse_if_stale()
+        try:
+            if request.mode is AllocationMode.BRANCH_ENI:
+                resources = await self._allocate_branch(request)
+            else:
+                resources = await self._allocate_address(request)
+        except Ec2Error as error:
+            if error.code not in STALE_CODES:
+                raise
+            self.stale = f"{error.code}: {error.message}"  # EC2 lost what the pool has: a wait, not a failure
+            self._refuse_if_stale()
+            raise
         self._refill_in_background()
         return resources
 
@@ -607,6 +623,7 @@ class NodeNetwork:
         if resources is not None:
             return resources
         report = await self._refill_now(demand=1)
+        self._refuse_if_stale()
         resources = pool.take_ip(request.key)
         if resources is not None:
             return resources
@@ -659,6 +676,51 @@ class NodeNetwork:
         resources = pool.branch_resources(request.key)
         assert resources is not None
         return resources
+
+    def _refuse_if_stale(self) -> None:
+        if self.stale:
+            raise capacity_error(
+                "NodePoolStale",
+                f"node {self.node_name}'s pool is behind EC2 ({self.stale}); it is read again from EC2",
+            )
+
+    async def refresh_from_ec2(self) -> list[str]:
+        """Make the pool what EC2 has now, in place: ENIs and branches EC2 no longer knows are dropped,
+        with what they carried. Returns the keys that lost their address (their PNAs start over).
+
+        In place, so allocations already served keep their holdings; the instance being gone is kept
+        in `stale` (the node is drained when it goes, or re-registered when it gets a new instance)."""
+        async with self._pool_lock:
+            try:
+                await self.ec2.describe_instance(self.pool.instance_id)
+            except NotFoundError as error:
+                self.stale = f"{error.code}: {error.message}"
+                return []
+            wanted = [*self.pool.enis, *self.pool.branches] + (
+                [self.pool.trunk_eni_id] if self.pool.trunk_eni_id else []
+            )
+            found = await self.ec2.describe_network_interfaces(
+                tags={tagging.TAG_CLUSTER: self.cluster_name, tagging.TAG_INSTANCE: self.pool.instance_id}
+            )
+            present = {eni.eni_id for eni in found}
+            if self.instance.primary_eni_id in self.pool.enis:
+                try:
+                    await self.ec2.describe_network_interfaces(eni_ids=[self.instance.primary_eni_id])
+                    present.add(self.instance.primary_eni_id)
+                except NotFoundError:
+                    pass
+            lost: list[str] = []
+            for eni_id in wanted:
+                if eni_id in present:
+                    continue
+                if eni_id == self.pool.trunk_eni_id:
+                    self.pool.trunk_eni_id = self.pool.trunk_device_index = None
+                    self._attachments.pop(eni_id, None)
+                    continue
+                lost.extend(self.pool.forget_eni(eni_id))
+                self._attachments.pop(eni_id, None)
+            self.stale = ""
+            return lost
 
     def held_keys(self) -> set[str]:
         """Every allocation key the pool holds something for."""

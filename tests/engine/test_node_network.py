@@ -328,3 +328,36 @@ async def test_a_pod_is_served_even_when_every_warm_target_is_zero() -> None:
     assert network.pool.free_ip_count() == 0
     held = await network.allocate(ip_request("ns/p/1"))
     assert held.ip
+
+
+async def test_an_instance_gone_from_ec2_makes_pods_wait_not_fail() -> None:
+    """The campaign found it: a refill on an ENI EC2 no longer has (its instance was terminated)
+    failed a pod with a permanent InvalidNetworkInterfaceID.NotFound. It is a wait."""
+    f = fleet()
+    settings = PoolSettings(warm_ip_target=1, excess_release_delay_s=3600)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="m5.xlarge", settings=settings)])
+    await network.allocate(ip_request("ns/a/1"))
+    f.vpc.terminate_instance(network.instance.instance_id)
+    with pytest.raises(Ec2Error) as caught:
+        for i in range(60):  # until the pool has to ask EC2
+            await network.allocate(ip_request(f"ns/b/{i}"))
+    assert (caught.value.code, caught.value.error_class) == ("NodePoolStale", ErrorClass.CAPACITY)
+    assert await network.refresh_from_ec2() == []
+    assert network.stale.startswith("InvalidInstanceID.NotFound")  # refused until the node goes
+
+
+async def test_an_eni_deleted_outside_netalloc_is_dropped_with_its_holders() -> None:
+    f = fleet()
+    settings = PoolSettings(warm_eni_target=1, excess_release_delay_s=3600)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="m5.large", settings=settings)])
+    for i in range(12):  # more than the primary ENI's 9 secondary addresses
+        await network.allocate(ip_request(f"ns/p/{i}"))
+    secondary = next(e for e in network.pool.enis.values() if not e.primary)
+    on_it = [k for k, h in network.pool.key_ips.items() if h.eni_id == secondary.eni_id]
+    attachment = f.vpc.network_interface(secondary.eni_id).attachment  # type: ignore[union-attr]
+    assert attachment is not None
+    await f.vpc.detach_network_interface(attachment.attachment_id, force=True)
+    await f.vpc.delete_network_interface(secondary.eni_id)
+    lost = await network.refresh_from_ec2()
+    assert on_it and sorted(lost) == sorted(on_it)
+    assert secondary.eni_id not in network.pool.enis and not network.stale

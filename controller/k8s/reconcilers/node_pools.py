@@ -72,6 +72,8 @@ class NodePools:
         if network is None:
             return await self._register(node, nnp, instance_id)
         report = await network.reconcile()
+        if network.stale:
+            await self._refresh(network)
         if report.completed:
             wake_waiting(ctx, name)
         await self._collect_orphans(network)
@@ -126,6 +128,20 @@ class NodePools:
         if POOL_FINALIZER not in nnp.finalizers:
             return await patch_nnp(ctx, nnp, {"metadata": {"finalizers": [*nnp.finalizers, POOL_FINALIZER]}})
         return nnp
+
+    async def _refresh(self, network: NodeNetwork) -> None:
+        """EC2 no longer has something the pool has: read it again; PNAs that lost theirs start over."""
+        ctx = self.ctx
+        why = network.stale
+        lost = await network.refresh_from_ec2()
+        logger.warning(
+            "node %s: pool read again from EC2 after %s; %d allocation(s) lost",
+            network.node_name,
+            why,
+            len(lost),
+        )
+        for pna in ctx.state.pnas_on(network.node_name):
+            ctx.enqueue(("pna", pna.namespace, pna.name))
 
     async def _write_status(self, name: str, status: JsonObject | None) -> None:
         nnp = self.ctx.state.nnps.get(name)
