@@ -8,20 +8,32 @@ TAG_INSTANCE = TAG_PREFIX + "instance"
 TAG_OWNER = TAG_PREFIX + "owner"  # the node (pool) that owns the ENI
 TAG_ALLOCATION = TAG_PREFIX + "allocation"  # "pool" for warm capacity, else namespace/name of the PNA
 TAG_ROLE = TAG_PREFIX + "role"  # trunk | branch | pod-ips
+# The UID of the cluster's kube-system namespace: two clusters given the same name still differ here,
+# and the leak sweep deletes only ENIs carrying this cluster's id.
+TAG_CLUSTER_ID = TAG_PREFIX + "cluster-id"
 
 POOL_ALLOCATION = "pool"
 
 
 def eni_tags(
-    *, cluster: str, instance_id: str, owner: str, role: str, allocation: str = POOL_ALLOCATION
+    *,
+    cluster: str,
+    instance_id: str,
+    owner: str,
+    role: str,
+    allocation: str = POOL_ALLOCATION,
+    cluster_id: str = "",
 ) -> dict[str, str]:
-    return {
+    tags = {
         TAG_CLUSTER: cluster,
         TAG_INSTANCE: instance_id,
         TAG_OWNER: owner,
         TAG_ROLE: role,
         TAG_ALLOCATION: allocation,
     }
+    if cluster_id:
+        tags[TAG_CLUSTER_ID] = cluster_id
+    return tags
 
 
 TAG_CLIENT_TOKEN = TAG_PREFIX + "client-token"  # lets a retried create find what an earlier attempt made

@@ -96,7 +96,9 @@ class NodeNetwork:
         default_security_group_ids: tuple[str, ...] = (),
         rng: random.Random | None = None,
         throttle_retries: int = 4,
+        cluster_id: str = "",
     ) -> None:
+        self.cluster_id = cluster_id
         self.ec2 = ec2
         self.clock = clock
         self.instance = instance
@@ -155,6 +157,7 @@ class NodeNetwork:
             owner=self.node_name,
             role=role,
             allocation=allocation,
+            cluster_id=self.cluster_id,
         )
 
     async def _with_throttle_retries(
@@ -838,6 +841,7 @@ async def open_node_network(
     cluster_name: str,
     default_security_group_ids: tuple[str, ...] = (),
     rng: random.Random | None = None,
+    cluster_id: str = "",
 ) -> NodeNetwork:
     """Look the instance and its subnet up in EC2 and build the node's runtime (not yet registered)."""
     instance = await ec2.describe_instance(instance_id)
@@ -854,4 +858,5 @@ async def open_node_network(
         cluster_name=cluster_name,
         default_security_group_ids=default_security_group_ids,
         rng=rng,
+        cluster_id=cluster_id,
     )

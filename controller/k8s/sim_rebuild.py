@@ -11,6 +11,7 @@ ENIs, addresses cooling down) is not rebuilt; the pools make it again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -21,7 +22,7 @@ from controller.core.allocation_model import AllocationMode
 from controller.k8s.kube_api import KubePort
 from controller.k8s.objects import NnpView, PnaView
 from controller.k8s.pna_mapping import read_status
-from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
+from controller.k8s.resources import NAMESPACES, NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
 from controller.ports.ec2 import InterfaceType
 
 logger = logging.getLogger("netalloc.sim")
@@ -37,18 +38,29 @@ class RebuildReport(BaseModel):
     skipped: tuple[str, ...]
 
 
-def _tags(
-    cluster: str, instance_id: str, node: str, role: str, allocation: str = tagging.POOL_ALLOCATION
-) -> dict[str, str]:
-    return tagging.eni_tags(
-        cluster=cluster, instance_id=instance_id, owner=node, role=role, allocation=allocation
-    )
+def _tagger(cluster: str, cluster_id: str) -> Callable[..., dict[str, str]]:
+    def tags(
+        instance_id: str, node: str, role: str, allocation: str = tagging.POOL_ALLOCATION
+    ) -> dict[str, str]:
+        return tagging.eni_tags(
+            cluster=cluster,
+            instance_id=instance_id,
+            owner=node,
+            role=role,
+            allocation=allocation,
+            cluster_id=cluster_id,
+        )
+
+    return tags
 
 
 async def rebuild_sim_vpc(
     vpc: SimulatedVpc, subnet_id: str, kube: KubePort, *, cluster_name: str
 ) -> RebuildReport:
     """Make `vpc` hold what the cluster's NNPs and PNAs record. Idempotent: what exists is kept."""
+    namespaces, _ = await kube.list(NAMESPACES)
+    system = next((n for n in namespaces if (n.get("metadata") or {}).get("name") == "kube-system"), {})
+    _tags = _tagger(cluster_name, str((system.get("metadata") or {}).get("uid") or ""))
     nnp_bodies, _ = await kube.list(NODE_NETWORK_POOL)
     pna_bodies, _ = await kube.list(POD_NETWORK_ALLOCATION)
     nnps = [NnpView.from_k8s(b) for b in nnp_bodies]
@@ -96,7 +108,7 @@ async def rebuild_sim_vpc(
                         eni_id=eni["eniId"],
                         subnet_id=subnet_id,
                         interface_type=InterfaceType.INTERFACE,
-                        tags=_tags(cluster_name, instance_id, node, "pod-ips"),
+                        tags=_tags(instance_id, node, "pod-ips"),
                         attach_to=(instance_id, int(eni["deviceIndex"])),
                     )
                     counts["enis"] += 1
@@ -116,7 +128,7 @@ async def rebuild_sim_vpc(
                     eni_id=trunk,
                     subnet_id=subnet_id,
                     interface_type=InterfaceType.TRUNK,
-                    tags=_tags(cluster_name, instance_id, node, "trunk"),
+                    tags=_tags(instance_id, node, "trunk"),
                     attach_to=(instance_id, device),
                 )
                 trunks[node] = trunk
@@ -141,7 +153,7 @@ async def rebuild_sim_vpc(
                     eni_id=resources.eni_id,
                     subnet_id=subnet_id,
                     interface_type=InterfaceType.BRANCH,
-                    tags=_tags(cluster_name, instance_id, node, "branch", pna.allocation_key),
+                    tags=_tags(instance_id, node, "branch", pna.allocation_key),
                     security_group_ids=resources.security_group_ids,
                     private_ip=resources.ip,
                     mac_address=resources.mac_address or None,

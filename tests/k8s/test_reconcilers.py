@@ -100,12 +100,19 @@ async def bench() -> AsyncIterator[Bench]:
 # ----- leak collection ------------------------------------------------------------------------------------
 
 
-def tagged_eni(bench: Bench, instance_id: str) -> str:
+def tagged_eni(bench: Bench, instance_id: str, cluster_id: str | None = None) -> str:
+    eni_id = f"eni-{abs(hash((instance_id, cluster_id))) % 10**17:017x}"
     eni = bench.fleet.vpc.restore_eni(
-        eni_id=f"eni-{abs(hash(instance_id)) % 10**17:017x}",
+        eni_id=eni_id,
         subnet_id=bench.fleet.subnet.subnet_id,
         interface_type=InterfaceType.INTERFACE,
-        tags=tagging.eni_tags(cluster="bench", instance_id=instance_id, owner="gone", role="pod-ips"),
+        tags=tagging.eni_tags(
+            cluster="bench",
+            instance_id=instance_id,
+            owner="gone",
+            role="pod-ips",
+            cluster_id=bench.ctx.cluster_id() if cluster_id is None else cluster_id,
+        ),
     )
     return eni.eni_id
 
@@ -117,6 +124,24 @@ async def test_the_leak_sweep_deletes_an_unknown_eni_only_on_its_second_sighting
     assert bench.fleet.vpc.network_interface(leaked) is not None
     await bench.runtime.reconcilers.reconcile(LEAKS)
     assert bench.fleet.vpc.network_interface(leaked) is None
+
+
+async def test_another_cluster_with_the_same_name_never_loses_an_eni(bench: Bench) -> None:
+    """Issue 7 item 12: the sweep deletes only ENIs tagged with this cluster's id (kube-system's UID)."""
+    await bench.node("n1")
+    assert bench.ctx.cluster_id()
+    theirs = tagged_eni(bench, "i-0000000000000beef", cluster_id="another-clusters-kube-system-uid")
+    untagged = tagged_eni(bench, "i-0000000000000cafe", cluster_id="")  # made before ids were tagged
+    for _ in range(4):
+        await bench.runtime.reconcilers.reconcile(LEAKS)
+    assert bench.fleet.vpc.network_interface(theirs) is not None
+    assert bench.fleet.vpc.network_interface(untagged) is not None
+
+
+async def test_every_eni_netalloc_makes_carries_the_cluster_id(bench: Bench) -> None:
+    await bench.node("n1")
+    made = [e for e in bench.fleet.vpc.network_interfaces() if e.tags.get(tagging.TAG_CLUSTER) == "bench"]
+    assert made and all(e.tags.get(tagging.TAG_CLUSTER_ID) == bench.ctx.cluster_id() for e in made)
 
 
 async def test_the_leak_sweep_never_touches_an_eni_of_a_current_node_s_instance(bench: Bench) -> None:

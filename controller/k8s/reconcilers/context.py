@@ -243,6 +243,11 @@ class Context:
             and self.state.nnps.get(node_name) is None
         )
 
+    def cluster_id(self) -> str:
+        """This cluster's identity for ENI tags: the UID of its kube-system namespace ("" if unseen)."""
+        system = self.state.namespaces.get("kube-system")
+        return system.uid if system is not None else ""
+
     def managed_namespace(self, namespace: str) -> bool:
         ns = self.state.namespaces.get(namespace)
         return ns is not None and self.selector.matches(ns.labels)

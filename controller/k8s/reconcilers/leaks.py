@@ -5,6 +5,8 @@ It is the one place netalloc deletes what it did not just make, so it is fenced 
   unregistered pool's ENIs are unknown, not leaked);
 - it never touches an ENI whose instance tag is a current Node's instance: that node's own pool
   adopts or cleans what is attached to it;
+- it deletes only ENIs tagged with this cluster's id (its kube-system namespace UID), so a second
+  cluster given the same CLUSTER_NAME is never touched;
 - an ENI must be seen unknown in `leak_passes` consecutive sweeps.
 Trunks go first: deleting a trunk frees its branches, which the next sweep deletes.
 """
@@ -28,6 +30,8 @@ class LeakCollector:
         ctx = self.ctx
         if not ctx.state.synced:
             return "caches not synced"
+        if not ctx.cluster_id():
+            return "no kube-system namespace seen: this cluster's id is unknown"
         for node in ctx.state.nodes:
             if node.deleting or node.instance_id is None or not node.instance_type:
                 continue
@@ -53,7 +57,7 @@ class LeakCollector:
     async def sweep(self) -> int:
         ctx = self.ctx
         tagged = await ctx.ec2.describe_network_interfaces(
-            tags={tagging.TAG_CLUSTER: ctx.config.cluster_name}
+            tags={tagging.TAG_CLUSTER: ctx.config.cluster_name, tagging.TAG_CLUSTER_ID: ctx.cluster_id()}
         )
         current_instances = {node.instance_id for node in ctx.state.nodes if node.instance_id}
         known: set[str] = set()

@@ -289,6 +289,7 @@ class NodePools:
             instance_id=instance_id,
             cluster_name=ctx.config.cluster_name,
             rng=random.Random(ctx.rng.getrandbits(32)),
+            cluster_id=ctx.cluster_id(),
         )
 
     async def _open_for_drain(self, name: str, instance_id: str) -> NodeNetwork | None:
