@@ -67,7 +67,11 @@ class ExecutionReport(BaseModel):
         return self.failed[0] if self.failed else None
 
 
-STALE_CODES = frozenset({"InvalidNetworkInterfaceID.NotFound", "InvalidInstanceID.NotFound"})
+# EC2 answers that mean the pool is behind EC2 (the instance was terminated, an ENI deleted or
+# detached outside netalloc): a reason to read the pool again, never a pod's permanent failure.
+STALE_CODES = frozenset(
+    {"InvalidNetworkInterfaceID.NotFound", "InvalidInstanceID.NotFound", "IncorrectState"}
+)
 
 
 def capacity_error(code: str, message: str) -> Ec2Error:
@@ -705,7 +709,14 @@ class NodeNetwork:
             found = await self.ec2.describe_network_interfaces(
                 tags={tagging.TAG_CLUSTER: self.cluster_name, tagging.TAG_INSTANCE: self.pool.instance_id}
             )
-            present = {eni.eni_id for eni in found}
+            ours = self.pool.instance_id
+            present = {
+                e.eni_id
+                for e in found
+                if e.interface_type is InterfaceType.BRANCH
+                or (e.attachment and e.attachment.instance_id == ours)
+            }
+            self.orphaned_enis.update(e.eni_id for e in found if e.eni_id not in present)  # detached: deleted
             if self.instance.primary_eni_id in self.pool.enis:
                 try:
                     await self.ec2.describe_network_interfaces(eni_ids=[self.instance.primary_eni_id])
@@ -719,6 +730,9 @@ class NodeNetwork:
                 if eni_id == self.pool.trunk_eni_id:
                     self.pool.trunk_eni_id = self.pool.trunk_device_index = None
                     self._attachments.pop(eni_id, None)
+                    for branch_id in list(self.pool.branches):  # their associations went with the trunk
+                        lost.extend(self.pool.forget_eni(branch_id))
+                        self.orphaned_enis.add(branch_id)
                     continue
                 lost.extend(self.pool.forget_eni(eni_id))
                 self._attachments.pop(eni_id, None)

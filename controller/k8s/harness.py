@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -75,7 +76,7 @@ def fast_config(pool: PoolSettings | None = None, **overrides: Any) -> Controlle
 
 def shipped_rbac() -> list[JsonObject]:
     """The ClusterRole and Role of `deploy/rbac.yaml`."""
-    path = crd_directory().parent / "deploy" / "rbac.yaml"
+    path = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"  # a checkout's deploy/
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 
 GROUP = "netalloc.dev"
@@ -98,5 +99,6 @@ class PoolMode(StrEnum):
 
 
 def crd_directory() -> Path:
-    """``crds/`` of a source checkout (the installed wheel does not carry the manifests)."""
-    return Path(__file__).resolve().parents[2] / "crds"
+    """The CRD manifests: package data (``controller/data/crds`` is ``crds/`` of the checkout), so an
+    installed wheel has them too."""
+    return Path(str(resources.files("controller.data") / "crds"))

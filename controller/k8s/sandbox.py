@@ -28,13 +28,13 @@ from controller.k8s.kube_api import KubeApi
 from controller.k8s.operator import run_operator
 from controller.k8s.reconcilers.context import ControllerConfig
 from controller.k8s.resources import NODE_NETWORK_POOL, POD_NETWORK_ALLOCATION
+from controller.k8s.resources import crd_directory as package_crds
 from controller.k8s.runtime import ControllerRuntime
 from controller.settings import PoolSettings
 from controller.sim_fleet import SimFleet
 
 JsonObject = dict[str, Any]
 MANAGED_NAMESPACE = "shop"
-CRD_DIRECTORY = Path(__file__).resolve().parents[2] / "crds"
 
 
 class SandboxSummary(BaseModel):
@@ -52,9 +52,10 @@ class SandboxSummary(BaseModel):
 
 
 def crd_directory() -> Path:
-    if not (CRD_DIRECTORY / "podnetworkallocations.yaml").exists():
-        raise FileNotFoundError(f"the CRD manifests are not at {CRD_DIRECTORY}: run from a netalloc checkout")
-    return CRD_DIRECTORY
+    found = package_crds()
+    if not (found / "podnetworkallocations.yaml").exists():
+        raise FileNotFoundError(f"the CRD manifests are not at {found}: the package is incomplete")
+    return found
 
 
 class EmulatorThread:

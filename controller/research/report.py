@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from controller.research.scenarios import SCENARIO_DESCRIPTIONS, parameter_rows
 BULKY_FIELDS = {"ready_times_s", "ec2_series", "ready_series", "stuck_pods"}
 PLOT_FILES = ("cdf_time_to_ready.png", "ec2_calls_over_time.png", "pods_ready_over_time.png")
 MAX_REASON_CHARS = 160
+
+logger = logging.getLogger("netalloc.research")
 
 
 def _fmt(value: float | None) -> str:
@@ -132,6 +135,13 @@ def summary_object(result: ComparisonResult, performance: RunPerformance | None 
 def results_json(result: ComparisonResult) -> str:
     """results.json: deterministic (sorted keys, fixed separators, no wall-clock figures)."""
     return json.dumps(result.model_dump(mode="json"), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def plots_available() -> bool:
+    """matplotlib comes with the `research` extra; without it reports are written without plots."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def write_plots(result: ComparisonResult, out_dir: Path) -> list[Path]:
@@ -272,7 +282,8 @@ def render_markdown(result: ComparisonResult, performance: RunPerformance | None
     if performance is not None:
         lines += ["", "## Cost of this run", "", "- " + _performance_line(performance)]
     lines += ["", "## Plots", ""]
-    lines += [f"![{name}]({name})" for name in PLOT_FILES]
+    if plots_available():
+        lines += [f"![{name}]({name})" for name in PLOT_FILES]
     lines += ["", f"The exact 422 message modelled: `{result.exact_422_message_example}`", ""]
     return "\n".join(lines)
 
@@ -286,7 +297,12 @@ def write_outputs(result: ComparisonResult, performance: RunPerformance, out_dir
     perf_path = out_dir / "performance.json"
     perf_path.write_text(performance.model_dump_json(indent=1) + "\n", encoding="utf-8")
     written.append(perf_path)
-    written += write_plots(result, out_dir)
+    if plots_available():
+        written += write_plots(result, out_dir)
+    else:
+        logger.warning(
+            "matplotlib is not installed (pip install 'netalloc[research]'): no plots in %s", out_dir
+        )
     report_path = out_dir / "report.md"
     report_path.write_text(render_markdown(result, performance), encoding="utf-8")
     written.append(report_path)

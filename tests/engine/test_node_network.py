@@ -361,3 +361,15 @@ async def test_an_eni_deleted_outside_netalloc_is_dropped_with_its_holders() -> 
     lost = await network.refresh_from_ec2()
     assert on_it and sorted(lost) == sorted(on_it)
     assert secondary.eni_id not in network.pool.enis and not network.stale
+
+
+async def test_a_trunk_detached_with_its_terminated_instance_makes_branch_pods_wait() -> None:
+    """The campaign found it (seed 100141): AssociateTrunkInterface answered IncorrectState for a
+    trunk whose instance was terminated, and the pod failed for good."""
+    f = fleet()
+    settings = PoolSettings(enable_pod_eni=True, warm_branch_eni_target=0)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="c5.4xlarge", settings=settings)])
+    f.vpc.terminate_instance(network.instance.instance_id)
+    with pytest.raises(Ec2Error) as caught:
+        await network.allocate(branch_request("ns/web/1", (f.app_groups[0],)))
+    assert (caught.value.code, caught.value.error_class) == ("NodePoolStale", ErrorClass.CAPACITY)

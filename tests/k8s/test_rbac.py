@@ -218,10 +218,32 @@ def test_kustomization_lists_existing_files_and_the_crds() -> None:
     assert "../crds" in base["resources"]
     for entry in base["resources"]:
         assert (DEPLOY / entry).exists(), entry
-    crd_base = yaml.safe_load((CRDS / "kustomization.yaml").read_text())
+    crd_base = yaml.safe_load((CRDS / "Kustomization").read_text())
     assert sorted(crd_base["resources"]) == ["nodenetworkpools.yaml", "podnetworkallocations.yaml"]
     listed = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == set(base["resources"]) - {"../crds"}, "every manifest in deploy/ is applied"
+
+
+def test_kubectl_apply_f_crds_finds_only_kubernetes_objects() -> None:
+    """`kubectl apply -f crds/` reads every .yaml/.yml/.json file there (not sub-folders): each must
+    be a Kubernetes object, not a kustomization."""
+    files = sorted(p for p in CRDS.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    assert files
+    for path in files:
+        for document in yaml.safe_load_all(path.read_text()):
+            assert document["kind"] == "CustomResourceDefinition", path
+            assert document["apiVersion"] == "apiextensions.k8s.io/v1", path
+            assert document["metadata"]["name"], path
+
+
+def test_the_network_policy_opens_only_the_metrics_and_health_ports(manifests: list[dict[str, Any]]) -> None:
+    (policy,) = of_kind(manifests, "NetworkPolicy")
+    (deployment,) = of_kind(manifests, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert ports == {p["name"] for p in container["ports"]}
 
 
 def test_controller_deployment_is_locked_down(manifests: list[dict[str, Any]]) -> None:
