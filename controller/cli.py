@@ -245,6 +245,98 @@ def _compare() -> None:
 _compare()
 
 
+doctor_app = typer.Typer(
+    help="Why a pod, node or subnet is (not) networked, and what to do. Also: kubectl netalloc doctor ...",
+    no_args_is_help=True,
+)
+app.add_typer(doctor_app, name="doctor")
+DoctorKubeconfig = Annotated[
+    str | None, typer.Option(help="kubeconfig file; default: $KUBECONFIG or ~/.kube/config")
+]
+DoctorEc2 = Annotated[
+    str, typer.Option("--ec2", help="aws: ask EC2 for the subnet; sim or none: use what the pools publish")
+]
+DoctorOutput = Annotated[Output, typer.Option(help="table (text) or json")]
+
+
+def _doctor(what: str, target: str, kubeconfig: str | None, ec2: str, region: str, output: Output) -> None:
+    from kubernetes import config as k8s_config
+    from kubernetes.config.config_exception import ConfigException
+
+    from controller import doctor as doctors
+    from controller.k8s.kube_api import KubeApi, KubeError
+
+    if ec2 not in ("aws", "sim", "none"):
+        raise fail(f"--ec2 {ec2!r}: use aws, sim or none")
+    configuration = k8s_config.kube_config.Configuration()
+    try:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    except (ConfigException, OSError) as error:
+        raise fail(f"cannot load the kubeconfig ({kubeconfig or 'default'}): {error}") from None
+
+    async def diagnose() -> doctors.Diagnosis:
+        kube = KubeApi.for_configuration(configuration)
+        port = None
+        if ec2 == "aws":
+            from controller.adapters.ec2_boto import Boto3Ec2
+
+            port = Boto3Ec2.from_config(region=region, max_attempts=3)
+        try:
+            if what == "pod":
+                namespace, _, name = target.rpartition("/")
+                return await doctors.doctor_pod(kube, namespace or "default", name, port)
+            if what == "node":
+                return await doctors.doctor_node(kube, target, port)
+            return await doctors.doctor_subnet(kube, target, port)
+        finally:
+            kube.close()
+
+    try:
+        diagnosis = asyncio.run(diagnose())
+    except KubeError as error:
+        raise fail(f"the API server refused: {error}") from None
+    if output is Output.JSON:
+        sys.stdout.write(json.dumps(diagnosis.model_dump(mode="json"), indent=2) + "\n")
+    else:
+        console.print(doctors.render(diagnosis), highlight=False, markup=False)
+
+
+@doctor_app.command("pod")
+def doctor_pod(
+    target: Annotated[str, typer.Argument(metavar="NAMESPACE/NAME")],
+    kubeconfig: DoctorKubeconfig = None,
+    ec2: DoctorEc2 = "none",
+    region: Annotated[str, typer.Option(envvar="AWS_REGION")] = "us-east-1",
+    output: DoctorOutput = Output.TABLE,
+) -> None:
+    """Why this pod is or is not networked."""
+    _doctor("pod", target, kubeconfig, ec2, region, output)
+
+
+@doctor_app.command("node")
+def doctor_node(
+    name: str,
+    kubeconfig: DoctorKubeconfig = None,
+    ec2: DoctorEc2 = "none",
+    region: Annotated[str, typer.Option(envvar="AWS_REGION")] = "us-east-1",
+    output: DoctorOutput = Output.TABLE,
+) -> None:
+    """A node's pool: its state, limits, free addresses and its subnet."""
+    _doctor("node", name, kubeconfig, ec2, region, output)
+
+
+@doctor_app.command("subnet")
+def doctor_subnet(
+    subnet_id: str,
+    kubeconfig: DoctorKubeconfig = None,
+    ec2: DoctorEc2 = "none",
+    region: Annotated[str, typer.Option(envvar="AWS_REGION")] = "us-east-1",
+    output: DoctorOutput = Output.TABLE,
+) -> None:
+    """A subnet's free addresses against its free aligned /28 blocks, and what to do."""
+    _doctor("subnet", subnet_id, kubeconfig, ec2, region, output)
+
+
 @app.command()
 def demo() -> None:
     """Run the embedded default: no cluster, no AWS account."""

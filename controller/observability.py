@@ -56,6 +56,18 @@ class Metrics:
             ["node"],
             registry=self.registry,
         )
+        self.subnet_free_addresses = Gauge(
+            "netalloc_subnet_free_addresses",
+            "Free single addresses per subnet the pools use, from what EC2 says",
+            ["subnet"],
+            registry=self.registry,
+        )
+        self.subnet_free_prefix_blocks = Gauge(
+            "netalloc_subnet_free_prefix_blocks",
+            "Free aligned /28 blocks per subnet the pools use (EC2 reports none of this)",
+            ["subnet"],
+            registry=self.registry,
+        )
         self.pnas_by_state = Gauge(
             "netalloc_podnetworkallocations",
             "PodNetworkAllocations by state",

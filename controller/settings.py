@@ -25,6 +25,17 @@ class PoolSettings(BaseModel):
     warm_branch_eni_target: int = Field(
         default=4, ge=0, description="netalloc: branch ENIs kept created and associated, ready for pods"
     )
+    prefix_fallback_to_secondary_ip: bool = Field(
+        default=True,
+        description="PREFIX_FALLBACK_TO_SECONDARY_IP: in prefix mode, serve pods from secondary IPs when no "
+        "aligned /28 is left but single addresses are (as Cilium does)",
+    )
+    subnet_fragmentation_threshold: int = Field(
+        default=2,
+        ge=1,
+        description="SUBNET_FRAGMENTATION_THRESHOLD: fewer free /28 blocks than this, while the free "
+        "addresses would hold as many, sets SubnetFragmented",
+    )
     ip_cooldown_s: float = Field(
         default=30.0, ge=0, description="a freed pod IP waits this long before reuse"
     )
@@ -51,6 +62,8 @@ ENV_NAMES: Mapping[str, str] = {
     "MAX_ENI": "max_eni",
     "ENABLE_POD_ENI": "enable_pod_eni",
     "WARM_BRANCH_ENI_TARGET": "warm_branch_eni_target",
+    "PREFIX_FALLBACK_TO_SECONDARY_IP": "prefix_fallback_to_secondary_ip",
+    "SUBNET_FRAGMENTATION_THRESHOLD": "subnet_fragmentation_threshold",
 }
 
 

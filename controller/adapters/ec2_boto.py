@@ -30,6 +30,7 @@ from controller.ports.ec2 import (
     InstanceTypeInfo,
     InterfaceType,
     NetworkInterface,
+    SubnetCidrReservation,
     SubnetInfo,
     TrunkAssociation,
 )
@@ -238,21 +239,39 @@ class Boto3Ec2:
         await self._call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
 
     async def describe_network_interfaces(
-        self, *, tags: dict[str, str] | None = None, eni_ids: list[str] | None = None
+        self,
+        *,
+        tags: dict[str, str] | None = None,
+        eni_ids: list[str] | None = None,
+        subnet_id: str | None = None,
     ) -> list[NetworkInterface]:
-        if tags is None and eni_ids is None:
-            raise ValueError("describe_network_interfaces needs tags and/or eni_ids, never the whole account")
+        if tags is None and eni_ids is None and subnet_id is None:
+            raise ValueError(
+                "describe_network_interfaces needs tags, eni_ids or a subnet, never the whole account"
+            )
         if eni_ids is not None and not eni_ids:
             return []
         params: dict[str, Any] = {}
-        if tags:
-            params["Filters"] = [{"Name": f"tag:{key}", "Values": [value]} for key, value in tags.items()]
+        filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in (tags or {}).items()]
+        if subnet_id:
+            filters.append({"Name": "subnet-id", "Values": [subnet_id]})
+        if filters:
+            params["Filters"] = filters
         if eni_ids:
             params["NetworkInterfaceIds"] = list(eni_ids)
         else:
             params["MaxResults"] = DESCRIBE_ENIS_PAGE
         pages = await self._pages("DescribeNetworkInterfaces", **params)
         return [_network_interface(raw) for page in pages for raw in page.get("NetworkInterfaces", [])]
+
+    async def describe_subnet_cidr_reservations(self, subnet_id: str) -> list[SubnetCidrReservation]:
+        response = await self._call(
+            "DescribeSubnetCidrReservations", Filters=[{"Name": "subnet-id", "Values": [subnet_id]}]
+        )
+        return [
+            SubnetCidrReservation(cidr=raw["Cidr"], reservation_type=raw.get("ReservationType", "explicit"))
+            for raw in response.get("SubnetIpv4CidrReservations", [])
+        ]
 
     async def modify_security_groups(self, eni_id: str, *, security_group_ids: list[str]) -> None:
         await self._call(

@@ -113,6 +113,8 @@ class Succeeded(_Event):
 
     kind: Literal[EventKind.SUCCEEDED] = EventKind.SUCCEEDED
     resources: AssignedResources
+    reason: str = Field(default="Allocated", min_length=1)  # "PrefixFallback": a secondary IP, no /28 left
+    note: str = ""
 
 
 class AttemptFailed(_Event):
@@ -402,10 +404,12 @@ def _resume_allocation(
 def _record_allocation(
     status: AllocationStatus, event: AllocationEvent, ctx: TransitionContext
 ) -> StatusUpdate:
-    resources = _event_as(event, Succeeded).resources
+    succeeded = _event_as(event, Succeeded)
+    resources = succeeded.resources
     return {
-        "reason": "Allocated",
-        "message": f"{resources.mode} {resources.ip} on {resources.eni_id}",
+        "reason": succeeded.reason,
+        "message": f"{resources.mode} {resources.ip} on {resources.eni_id}"
+        + (f" ({succeeded.note})" if succeeded.note else ""),
         "resources": resources,
         "last_error": None,
     }

@@ -275,12 +275,15 @@ class NodePool:
         return None
 
     def take_ip(self, key: str) -> AssignedResources | None:
-        """Give the key a free address, or None when the pool has none free right now."""
+        """Give the key a free address, or None when the pool has none free right now. In prefix mode
+        addresses from /28 prefixes go first; secondary IPs (the prefix fallback) only when none is."""
         if key in self.key_ips:
             return self._ip_resources(self.key_ips[key])
         if not self._free_ips:
             return None
         ip = next(iter(self._free_ips))
+        if self.mode is PoolMode.PREFIX_DELEGATION and self._ip_owner[ip][1] is None:
+            ip = next((a for a in self._free_ips if self._ip_owner[a][1] is not None), ip)
         del self._free_ips[ip]
         if ip in self.ip_holders:
             raise PoolInvariantError(f"address {ip} was free and held at once")
@@ -413,6 +416,9 @@ class NodePool:
         return [
             prefix for prefix in eni.prefixes if all(ip in self._free_ips for ip in prefix_addresses(prefix))
         ]
+
+    def free_prefix_address_count(self) -> int:
+        return sum(1 for ip in self._free_ips if self._ip_owner[ip][1] is not None)
 
     def free_secondary_ips(self, eni: PoolEni) -> list[str]:
         return [ip for ip in eni.ips if ip in self._free_ips]

@@ -263,6 +263,16 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
     else:
         excess_since = None
 
+    # --- prefix fallback: give secondary IPs back once prefix addresses are free again --------------
+    if prefix_mode and pool.free_prefix_address_count() > 0:
+        for eni in sorted(pool.enis.values(), key=lambda e: e.device_index):
+            free = tuple(pool.free_secondary_ips(eni))
+            if free:
+                actions.append(ReleaseIps(eni_id=eni.eni_id, ips=free))
+                notes.append(
+                    f"{len(free)} fallback secondary IP(s) of {eni.eni_id} released: prefixes are back"
+                )
+
     # --- branch ENIs -----------------------------------------------------------------------------
     branch_excess_since = pool.branch_excess_since
     if settings.enable_pod_eni and limits.trunking and (pool.trunk_eni_id is not None or trunk_planned):

@@ -13,7 +13,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict
 
 from controller.clock import Clock
-from controller.core.allocation_model import AllocationRequest, AssignedResources
+from controller.core.allocation_model import AllocationMode, AllocationRequest, AssignedResources
 from controller.core.allocation_state import (
     AllocationState,
     AllocationStatus,
@@ -105,7 +105,14 @@ async def allocation_step(
             status, AttemptFailed(error=ErrorInfo.from_ec2_error(error)), now=now, policy=policy, rng=rng
         )
         return StepResult(status=failed, retry_in=_due_in(failed, now), attempted=True)
-    done = transition(status, Succeeded(resources=resources), now=network.clock.now(), policy=policy, rng=rng)
+    succeeded = Succeeded(resources=resources)
+    if request.mode is AllocationMode.PREFIX_IP and resources.mode is AllocationMode.SECONDARY_IP:
+        succeeded = Succeeded(
+            resources=resources,
+            reason="PrefixFallback",
+            note="no free aligned /28 in the subnet: a secondary IP, until prefix blocks are free again",
+        )
+    done = transition(status, succeeded, now=network.clock.now(), policy=policy, rng=rng)
     return StepResult(status=done, retry_in=None, attempted=True)
 
 

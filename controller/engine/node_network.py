@@ -635,6 +635,16 @@ class NodeNetwork:
         if resources is not None:
             return resources
         problem = report.first_error
+        if (
+            wanted_prefix
+            and pool.settings.prefix_fallback_to_secondary_ip
+            and problem is not None
+            and problem.error_class is ErrorClass.CAPACITY
+            and problem.code != "InsufficientFreeAddressesInSubnet"
+        ):
+            resources = await self._fallback_address(request)
+            if resources is not None:
+                return resources
         if problem is not None:
             raise Ec2Error(problem.code, problem.message, action="Allocate")
         raise capacity_error(
@@ -643,6 +653,31 @@ class NodeNetwork:
             f"{len(pool.ip_holders)} in use, {len(pool.cooling_ips)} cooling down; "
             + ("; ".join(report.plan.notes) or "the pool is at its limit"),
         )
+
+    async def _fallback_address(self, request: AllocationRequest) -> AssignedResources | None:
+        """No aligned /28 is left, but single addresses may be: one secondary IP on an ENI with a free
+        slot, as Cilium falls back. The planner gives them back once prefixes can be had again."""
+        pool = self.pool
+        async with self._pool_lock:
+            resources = pool.take_ip(request.key)
+            if resources is not None:
+                return resources
+            slots = pool.limits.slots_per_eni
+            for eni in sorted(pool.enis.values(), key=lambda e: e.device_index):
+                if eni.slots_used >= slots:
+                    continue
+                try:
+                    new_ips = await self._address_call(
+                        eni.eni_id,
+                        lambda eni_id=eni.eni_id: self.ec2.assign_private_ips(eni_id, count=1),  # type: ignore[misc]
+                    )
+                except Ec2Error as error:
+                    if error.error_class is ErrorClass.CAPACITY:
+                        return None  # no single address either: the pod waits with the prefix error
+                    raise
+                pool.add_ips(eni.eni_id, new_ips)
+                return pool.take_ip(request.key)
+        return None
 
     async def _allocate_branch(self, request: AllocationRequest) -> AssignedResources:
         pool = self.pool

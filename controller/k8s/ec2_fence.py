@@ -18,6 +18,7 @@ from controller.ports.ec2 import (
     InstanceTypeInfo,
     InterfaceType,
     NetworkInterface,
+    SubnetCidrReservation,
     SubnetInfo,
     TrunkAssociation,
 )
@@ -59,9 +60,16 @@ class LeaseFencedEc2:
         return await self.inner.describe_trunk_associations(trunk_eni_id)
 
     async def describe_network_interfaces(
-        self, *, tags: dict[str, str] | None = None, eni_ids: list[str] | None = None
+        self,
+        *,
+        tags: dict[str, str] | None = None,
+        eni_ids: list[str] | None = None,
+        subnet_id: str | None = None,
     ) -> list[NetworkInterface]:
-        return await self.inner.describe_network_interfaces(tags=tags, eni_ids=eni_ids)
+        return await self.inner.describe_network_interfaces(tags=tags, eni_ids=eni_ids, subnet_id=subnet_id)
+
+    async def describe_subnet_cidr_reservations(self, subnet_id: str) -> list[SubnetCidrReservation]:
+        return await self.inner.describe_subnet_cidr_reservations(subnet_id)
 
     # ----- writes -------------------------------------------------------------------------------------
     async def create_network_interface(

@@ -63,6 +63,7 @@ def fast_config(pool: PoolSettings | None = None, **overrides: Any) -> Controlle
         "resync_interval_s": 2.0,
         "relist_gap_s": 0.2,
         "leak_interval_s": 0.3,
+        "subnet_report_interval_s": 0.5,
         "leak_passes": 2,
         "policy": RetryPolicy(
             throttling=fast, transient=fast, capacity=Backoff(base_s=0.1, cap_s=0.8), release=fast

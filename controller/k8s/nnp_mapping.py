@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.core.conditions import condition_reason, rfc3339
+from controller.core.subnet_report import SubnetReport
 from controller.engine.node_network import NodeNetwork
 from controller.k8s.objects import JsonObject, NodeView
 from controller.k8s.resources import NODE_NETWORK_POOL, PoolMode
@@ -98,8 +99,39 @@ def ready_condition(
     }
 
 
-def nnp_status(network: NodeNetwork, *, previous: Mapping[str, Any], now: float) -> JsonObject:
-    """The status of a registered pool."""
+def subnet_status(report: SubnetReport) -> JsonObject:
+    return {
+        "subnetId": report.subnet_id,
+        "cidr": report.cidr,
+        "freeAddresses": report.free_addresses,
+        "freePrefixBlocks": report.free_prefix_blocks,
+        "prefixReservedBlocks": report.prefix_reserved_blocks,
+        "fragmented": report.fragmented,
+    }
+
+
+def fragmented_condition(
+    previous: Sequence[Mapping[str, Any]], report: SubnetReport, *, now: float
+) -> JsonObject:
+    """`SubnetFragmented`: True while free addresses would hold prefixes that no free /28 block can."""
+    status = "True" if report.fragmented else "False"
+    before = next((c for c in previous if c.get("type") == "SubnetFragmented"), None)
+    since = (
+        before.get("lastTransitionTime") if before is not None and before.get("status") == status else None
+    )
+    return {
+        "type": "SubnetFragmented",
+        "status": status,
+        "reason": "FreeAddressesButNoPrefixBlocks" if report.fragmented else "PrefixBlocksAvailable",
+        "message": report.advice[:32768],
+        "lastTransitionTime": since or rfc3339(now),
+    }
+
+
+def nnp_status(
+    network: NodeNetwork, *, previous: Mapping[str, Any], now: float, subnet: SubnetReport | None = None
+) -> JsonObject:
+    """The status of a registered pool (with its subnet's fragmentation report, once there is one)."""
     pool = network.pool
     status = pool.status()
     limits = pool.limits
@@ -135,6 +167,9 @@ def nnp_status(network: NodeNetwork, *, previous: Mapping[str, Any], now: float)
             )
         ],
     }
+    if subnet is not None:
+        body["subnet"] = subnet_status(subnet)
+        body["conditions"].append(fragmented_condition(previous.get("conditions") or (), subnet, now=now))
     return body
 
 

@@ -23,7 +23,7 @@ from controller.engine.work_queue import RateLimitingQueue
 from controller.k8s.cache import Change, ClusterState
 from controller.k8s.informers import KINDS, REFS, Informers
 from controller.k8s.kube_api import Conflict, KubeError, KubePort
-from controller.k8s.reconcilers import LEAKS, Reconcilers, WorkItem, node_item, pna_item
+from controller.k8s.reconcilers import LEAKS, SUBNETS, Reconcilers, WorkItem, node_item, pna_item
 from controller.k8s.reconcilers.context import (
     Context,
     ControllerConfig,
@@ -102,6 +102,7 @@ class ControllerRuntime:
         for name in self.state.nnps.all_keys():
             self.enqueue(node_item(name))
         self.enqueue(LEAKS)
+        self.enqueue(SUBNETS)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.workers)

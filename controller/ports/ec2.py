@@ -68,6 +68,14 @@ class NetworkInterface(_Model):
     attachment: Attachment | None = None
 
 
+class SubnetCidrReservation(_Model):
+    """A subnet CIDR reservation: `prefix` keeps a range for /28 prefix assignment, `explicit` keeps
+    it from EC2's automatic assignment (field notes §1: the reliable fix for prefix exhaustion)."""
+
+    cidr: str
+    reservation_type: str  # "prefix" | "explicit"
+
+
 class TrunkAssociation(_Model):
     association_id: str
     branch_eni_id: str
@@ -131,9 +139,17 @@ class Ec2Port(Protocol):
         ...
 
     async def describe_network_interfaces(
-        self, *, tags: dict[str, str] | None = None, eni_ids: list[str] | None = None
+        self,
+        *,
+        tags: dict[str, str] | None = None,
+        eni_ids: list[str] | None = None,
+        subnet_id: str | None = None,
     ) -> list[NetworkInterface]:
-        """DescribeNetworkInterfaces filtered by tag values and/or ids (never the whole account)."""
+        """DescribeNetworkInterfaces filtered by tag values, ids and/or subnet (never the whole account)."""
+        ...
+
+    async def describe_subnet_cidr_reservations(self, subnet_id: str) -> list[SubnetCidrReservation]:
+        """DescribeSubnetCidrReservations of one subnet (IPv4)."""
         ...
 
     async def create_tags(self, resource_id: str, *, tags: dict[str, str]) -> None: ...

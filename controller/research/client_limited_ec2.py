@@ -10,6 +10,7 @@ from controller.ports.ec2 import (
     InstanceTypeInfo,
     InterfaceType,
     NetworkInterface,
+    SubnetCidrReservation,
     SubnetInfo,
     TrunkAssociation,
 )
@@ -109,11 +110,18 @@ class ClientLimitedEc2:
         )
 
     async def describe_network_interfaces(
-        self, *, tags: dict[str, str] | None = None, eni_ids: list[str] | None = None
+        self,
+        *,
+        tags: dict[str, str] | None = None,
+        eni_ids: list[str] | None = None,
+        subnet_id: str | None = None,
     ) -> list[NetworkInterface]:
         return await self.client.call(
-            lambda: self._port.describe_network_interfaces(tags=tags, eni_ids=eni_ids)
+            lambda: self._port.describe_network_interfaces(tags=tags, eni_ids=eni_ids, subnet_id=subnet_id)
         )
+
+    async def describe_subnet_cidr_reservations(self, subnet_id: str) -> list[SubnetCidrReservation]:
+        return await self.client.call(lambda: self._port.describe_subnet_cidr_reservations(subnet_id))
 
     async def create_tags(self, resource_id: str, *, tags: dict[str, str]) -> None:
         await self.client.call(lambda: self._port.create_tags(resource_id, tags=tags))

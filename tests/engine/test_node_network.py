@@ -98,7 +98,9 @@ async def test_released_branch_is_reused_after_cool_down_with_one_modify_for_new
 
 async def test_a_fragmented_subnet_is_capacity_and_the_pod_waits_visibly_then_gets_its_address() -> None:
     f = SimFleet(clock=ManualClock(1_000.0), latency=LatencyConfig.none(), subnet_cidr="10.1.0.0/24")
-    settings = PoolSettings(enable_prefix_delegation=True, warm_prefix_target=1)
+    settings = PoolSettings(
+        enable_prefix_delegation=True, warm_prefix_target=1, prefix_fallback_to_secondary_ip=False
+    )
     (network,) = await f.register_all([NodeSpec(name="n1", settings=settings)])
     held = [await network.allocate(ip_request(f"ns/p{i}", prefix=True)) for i in range(16)]
     assert len({r.ip for r in held}) == 16
@@ -373,3 +375,35 @@ async def test_a_trunk_detached_with_its_terminated_instance_makes_branch_pods_w
     with pytest.raises(Ec2Error) as caught:
         await network.allocate(branch_request("ns/web/1", (f.app_groups[0],)))
     assert (caught.value.code, caught.value.error_class) == ("NodePoolStale", ErrorClass.CAPACITY)
+
+
+async def test_without_a_free_prefix_block_a_pod_gets_a_secondary_ip_and_prefixes_come_back_later() -> None:
+    f = SimFleet(clock=ManualClock(1_000.0), latency=LatencyConfig.none(), subnet_cidr="10.1.0.0/24")
+    settings = PoolSettings(enable_prefix_delegation=True, warm_prefix_target=1, ip_cooldown_s=1)
+    (network,) = await f.register_all([NodeSpec(name="n1", settings=settings)])
+    for i in range(16):
+        await network.allocate(ip_request(f"ns/p{i}", prefix=True))
+    occupied = f.vpc.fragment(f.subnet.subnet_id, keep_free_per_block=15, seed=3)
+    policy, rng = RetryPolicy(), random.Random(1)
+    step = await allocation_step(
+        AllocationStatus.new(f.clock.now()),
+        ip_request("ns/late", prefix=True),
+        network,
+        policy=policy,
+        rng=rng,
+    )
+    assert step.status.state is AllocationState.ALLOCATED
+    assert step.status.reason == "PrefixFallback" and "no free aligned /28" in step.status.message
+    held = step.status.resources
+    assert held is not None and held.mode is AllocationMode.SECONDARY_IP and held.prefix is None
+    eni = f.vpc.network_interface(held.eni_id)
+    assert eni is not None and held.ip in eni.secondary_ips
+    # blocks free up: new pods get prefix addresses again, and the fallback IP goes back once freed
+    f.vpc.vacate(f.subnet.subnet_id, occupied)
+    await network.release("ns/late")
+    f.clock.advance(2)  # type: ignore[attr-defined]
+    await network.reconcile()
+    await network.reconcile()
+    assert (await network.allocate(ip_request("ns/next", prefix=True))).mode is AllocationMode.PREFIX_IP
+    eni = f.vpc.network_interface(held.eni_id)
+    assert eni is not None and held.ip not in eni.secondary_ips

@@ -50,6 +50,7 @@ from controller.ports.ec2 import (
     InstanceTypeInfo,
     InterfaceType,
     NetworkInterface,
+    SubnetCidrReservation,
     SubnetInfo,
     TrunkAssociation,
 )
@@ -130,6 +131,7 @@ class _Subnet:
     availability_zone: str
     space: SubnetAddressSpace
     prefix_exhaustion: PrefixExhaustionStyle
+    reservations: list[SubnetCidrReservation] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
@@ -466,6 +468,17 @@ class SimulatedVpc:
     def free_aligned_prefixes(self, subnet_id: str) -> int:
         return self._subnet(subnet_id).space.free_aligned_prefixes
 
+    def create_subnet_cidr_reservation(self, subnet_id: str, cidr: str, reservation_type: str) -> None:
+        """Reserve a range (set-up helper, as an operator would). Recorded and described; the address
+        space does not change how it assigns (EC2 keeps a `prefix` range for prefixes only)."""
+        subnet = self._subnet(subnet_id)
+        network = ipaddress.IPv4Network(cidr, strict=True)
+        if not network.subnet_of(ipaddress.IPv4Network(subnet.space.cidr)):
+            raise ValueError(f"{cidr} is not inside {subnet.space.cidr}")
+        if reservation_type not in ("prefix", "explicit"):
+            raise ValueError("reservation_type is prefix or explicit")
+        subnet.reservations.append(SubnetCidrReservation(cidr=cidr, reservation_type=reservation_type))
+
     def occupy(self, subnet_id: str, addresses: Iterable[str]) -> None:
         """Mark these free addresses of the subnet used by someone outside this model."""
         self._subnet(subnet_id).space.occupy(parse_ipv4(a) for a in addresses)
@@ -753,10 +766,18 @@ class SimulatedVpc:
         await self._invoke("ModifyNetworkInterfaceAttribute", body)
 
     async def describe_network_interfaces(
-        self, *, tags: dict[str, str] | None = None, eni_ids: list[str] | None = None
+        self,
+        *,
+        tags: dict[str, str] | None = None,
+        eni_ids: list[str] | None = None,
+        subnet_id: str | None = None,
     ) -> list[NetworkInterface]:
-        """By ids (each must exist) and/or tag values. With neither, the whole VPC (the smaller
-        "unfiltered" bucket); the port's callers never do that, but the annotation baseline may."""
+        """By ids (each must exist), tag values and/or subnet. With none, the whole VPC (the smaller
+        "unfiltered" bucket); the port's callers never do that, but the annotation baseline may.
+
+        By subnet, addresses taken by `occupy`/`fragment` (others in the subnet, outside this model)
+        come back as one ENI of another requester, `eni-others-<subnet>`, as real EC2 lists every
+        tenant's ENIs: so an address count from this answer matches the subnet's."""
         if eni_ids is not None and not eni_ids:
             return []
 
@@ -766,9 +787,31 @@ class SimulatedVpc:
                 candidates = [eni for eni in candidates if self._has_tags(eni, tags)]
             else:
                 candidates = self._tagged(tags)
-            return [self._eni_model(eni) for eni in sorted(candidates, key=lambda e: e.seq)]
+            if subnet_id is not None:
+                candidates = [eni for eni in candidates if eni.subnet.subnet_id == subnet_id]
+            found = [self._eni_model(eni) for eni in sorted(candidates, key=lambda e: e.seq)]
+            if subnet_id is not None and not tags and eni_ids is None:
+                others = sorted(self._subnet(subnet_id).space.occupied_by_others)
+                if others:
+                    found.append(
+                        NetworkInterface(
+                            eni_id=f"eni-others-{subnet_id.removeprefix('subnet-')}",
+                            subnet_id=subnet_id,
+                            interface_type=InterfaceType.INTERFACE,
+                            status="in-use",
+                            private_ip=format_ipv4(others[0]),
+                            secondary_ips=tuple(format_ipv4(a) for a in others[1:]),
+                        )
+                    )
+            return found
 
-        return await self._invoke("DescribeNetworkInterfaces", body, unfiltered=not tags and not eni_ids)
+        unfiltered = not tags and not eni_ids and subnet_id is None
+        return await self._invoke("DescribeNetworkInterfaces", body, unfiltered=unfiltered)
+
+    async def describe_subnet_cidr_reservations(self, subnet_id: str) -> list[SubnetCidrReservation]:
+        return await self._invoke(
+            "DescribeSubnetCidrReservations", lambda: list(self._subnet(subnet_id).reservations)
+        )
 
     async def create_tags(self, resource_id: str, *, tags: dict[str, str]) -> None:
         if not tags:

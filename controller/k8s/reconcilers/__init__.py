@@ -1,9 +1,10 @@
 """The controller's reconcilers, one concern per module, run by one parent per kind of work item.
 
 Work items are tuples: ``("pna", namespace, name)`` for a pod and its PodNetworkAllocation (they share
-the name), ``("node", name)`` for a node and its pool, ``("leaks",)`` for the cluster-wide sweep. As in
-Karpenter's NodeClaim lifecycle controller, the parent runs small sub-reconcilers in order and the
-state they act on lives in the objects (PNA status conditions, NNP conditions), not in the parent.
+the name), ``("node", name)`` for a node and its pool, ``("leaks",)`` for the cluster-wide sweep, and
+``("subnets",)`` for the subnets' fragmentation reports. As in Karpenter's NodeClaim lifecycle
+controller, the parent runs small sub-reconcilers in order and the state they act on lives in the
+objects (PNA status conditions, NNP conditions), not in the parent.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from controller.k8s.reconcilers.leaks import LeakCollector
 from controller.k8s.reconcilers.node_pools import NodePools
 from controller.k8s.reconcilers.pod_binding import PodBinding
 from controller.k8s.reconcilers.release import Release
+from controller.k8s.reconcilers.subnets import SubnetReports
 
 WorkItem = tuple[str, ...]
 LEAKS: Final[WorkItem] = ("leaks",)
+SUBNETS: Final[WorkItem] = ("subnets",)
 
 
 def pna_item(namespace: str, name: str) -> WorkItem:
@@ -37,6 +40,7 @@ class Reconcilers:
         self.release = Release(ctx, self.binding)
         self.node_pools = NodePools(ctx)
         self.leaks = LeakCollector(ctx)
+        self.subnets = SubnetReports(ctx)
 
     async def reconcile(self, item: WorkItem) -> Result:
         match item:
@@ -46,6 +50,8 @@ class Reconcilers:
                 return await self.node_pools.reconcile(name)
             case ("leaks",):
                 return await self.leaks.reconcile()
+            case ("subnets",):
+                return await self.subnets.reconcile()
         raise ValueError(f"unknown work item {item!r}")
 
     async def reconcile_allocation(self, key: tuple[str, str]) -> Result:

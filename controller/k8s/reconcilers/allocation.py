@@ -84,6 +84,9 @@ class Allocation:
             status, request, pool, policy=ctx.config.policy, rng=ctx.rng, capacity_freed=freed
         )
         await self._persist(pna, persisted, result.status, attempted=result.attempted)
+        held = result.status.resources
+        if held is not None and held.mode is not pna.spec.mode:
+            return Result.after(0)  # e.g. the prefix fallback: the binding makes the spec say SecondaryIP
         return Result.after(result.retry_in)
 
     def _backed_by_pool(

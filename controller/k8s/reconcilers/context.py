@@ -24,6 +24,7 @@ from controller.core.errors import Ec2Error
 from controller.core.instance_limits import InstanceLimits
 from controller.core.pod_selection import LabelSelector
 from controller.core.retry_policy import RetryPolicy
+from controller.core.subnet_report import SubnetReport
 from controller.engine.node_network import NodeNetwork, capacity_error
 from controller.k8s.cache import ClusterState
 from controller.k8s.kube_api import KubePort
@@ -65,6 +66,7 @@ class ControllerConfig(BaseModel):
     resync_interval_s: float = Field(default=300.0, gt=0, description="full relist of every watched kind")
     relist_gap_s: float = Field(default=2.0, gt=0, description="at most one relist per kind this often")
     leak_interval_s: float = Field(default=60.0, gt=0, description="the cluster-wide leak sweep")
+    subnet_report_interval_s: float = Field(default=60.0, gt=0, description="subnet fragmentation reports")
     leak_passes: int = Field(default=2, ge=1, description="sweeps an unknown tagged ENI must survive")
     policy: RetryPolicy = Field(default_factory=RetryPolicy)
     error_backoff_base_s: float = Field(default=0.05, gt=0, description="per-item backoff after an error")
@@ -208,6 +210,7 @@ class Context:
     first_seen: dict[str, float] = field(default_factory=dict)  # allocation key -> when we saw its PNA
     # seconds from a PNA's first sighting to Allocated, the most recent ones, for reports and benchmarks
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    subnets: dict[str, SubnetReport] = field(default_factory=dict)  # subnet id -> its last report
 
     def update_pool_metrics(self, network: NodeNetwork) -> None:
         status = network.pool.status()

@@ -77,7 +77,7 @@ class NodePools:
         if report.completed:
             wake_waiting(ctx, name)
         await self._collect_orphans(network)
-        await self._write_status(name, nnp_status_of(network, nnp, ctx.clock.now()))
+        await self._write_status(name, nnp_status_of(ctx, network, nnp))
         ctx.update_pool_metrics(network)
         return Result.after(ctx.config.reconcile_interval_s)
 
@@ -149,7 +149,25 @@ class NodePools:
             return
         if {k: v for k, v in status.items()} == {k: nnp.status.get(k) for k in status}:
             return
-        await patch_nnp(self.ctx, nnp, {"status": status}, subresource="status")
+        was = _condition(nnp.status, "SubnetFragmented")
+        now = _condition(status, "SubnetFragmented")
+        written = await patch_nnp(self.ctx, nnp, {"status": status}, subresource="status")
+        if (
+            written is not None
+            and now is not None
+            and now.get("status") == "True"
+            and (was or {}).get("status") != "True"
+        ):
+            self.ctx.events.post(
+                {
+                    "apiVersion": NODE_NETWORK_POOL.api_version,
+                    "kind": NODE_NETWORK_POOL.kind,
+                    "metadata": {"name": name, "uid": nnp.uid},
+                },
+                warning=True,
+                reason="SubnetFragmented",
+                message=str(now.get("message", "")),
+            )
 
     # ----- registration ----------------------------------------------------------------------------
     def holdings(self, node_name: str) -> dict[str, AssignedResources]:
@@ -183,7 +201,8 @@ class NodePools:
         for pna in ctx.state.pnas_on(name):
             ctx.enqueue(("pna", pna.namespace, pna.name))
         await self._ensure_record(node, instance_id, node.instance_type)  # now with the subnet
-        await self._write_status(name, nnp_status_of(network, ctx.state.nnps.get(name), ctx.clock.now()))
+        await self._write_status(name, nnp_status_of(ctx, network, ctx.state.nnps.get(name)))
+        ctx.enqueue(("subnets",))  # a new subnet may be in use: report on it
         ctx.update_pool_metrics(network)
         return Result.after(ctx.config.reconcile_interval_s)
 
@@ -326,7 +345,12 @@ class NodePools:
             )
 
 
-def nnp_status_of(network: NodeNetwork, nnp: NnpView | None, now: float) -> JsonObject | None:
+def _condition(status: JsonObject, kind: str) -> JsonObject | None:
+    return next((c for c in status.get("conditions") or () if c.get("type") == kind), None)
+
+
+def nnp_status_of(ctx: Context, network: NodeNetwork, nnp: NnpView | None) -> JsonObject | None:
     if nnp is None:
         return None
-    return nnp_status(network, previous=nnp.status, now=now)
+    subnet = ctx.subnets.get(network.pool.subnet_id)
+    return nnp_status(network, previous=nnp.status, now=ctx.clock.now(), subnet=subnet)
