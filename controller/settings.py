@@ -33,8 +33,9 @@ class PoolSettings(BaseModel):
     subnet_fragmentation_threshold: int = Field(
         default=2,
         ge=1,
-        description="SUBNET_FRAGMENTATION_THRESHOLD: fewer free /28 blocks than this, while the free "
-        "addresses would hold as many, sets SubnetFragmented",
+        description="SUBNET_FRAGMENTATION_THRESHOLD: fewer free /28 blocks than this (or than the nodes on "
+        "the subnet, each of which may need one more), while the free addresses would hold as many, sets "
+        "SubnetFragmented",
     )
     ip_cooldown_s: float = Field(
         default=30.0, ge=0, description="a freed pod IP waits this long before reuse"

@@ -677,6 +677,17 @@ class NodeNetwork:
                     raise
                 pool.add_ips(eni.eni_id, new_ips)
                 return pool.take_ip(request.key)
+            if len(pool.enis) < pool.ip_eni_limit:  # every attached ENI is full: one more, one address
+                used = pool.used_device_indexes()
+                index = next((i for i in range(1, pool.limits.max_enis) if i not in used), None)
+                if index is not None:
+                    try:
+                        await self._attach_pod_eni(index, 1, 0)
+                    except Ec2Error as error:
+                        if error.error_class is ErrorClass.CAPACITY:
+                            return None
+                        raise
+                    return pool.take_ip(request.key)
         return None
 
     async def _allocate_branch(self, request: AllocationRequest) -> AssignedResources:

@@ -22,11 +22,12 @@ from controller.adapters.rate_limiter import RateLimiter
 from controller.clock import Clock
 from controller.core.allocation_model import AllocationMode, AllocationRequest
 from controller.core.allocation_state import AllocationState, AllocationStatus
-from controller.core.errors import ErrorClass
+from controller.core.errors import Ec2Error, ErrorClass
 from controller.core.instance_limits import limits_for
 from controller.core.node_pool import BranchState
 from controller.core.pool_planner import plan_pool
 from controller.core.retry_policy import RetryPolicy
+from controller.core.subnet_report import subnet_report
 from controller.engine.allocation_driver import allocation_step, release_step
 from controller.engine.node_network import NodeNetwork, open_node_network
 from controller.ports.ec2 import Ec2Port, InstanceTypeInfo
@@ -106,6 +107,9 @@ class CrdAllocator:
         self.pool_loop_s = pool_loop_s
         self.mode = mode
         self.generation = 0
+        self.first_shortage_at_s: float | None = None  # a pod first found no /28 (fallback or wait)
+        self.exhaustion_known_at_s: float | None = None  # netalloc's subnet report first said so
+        self.subnet_report_interval_s = 30.0
         self._reset_memory()
         # The node agent (CNI side) reads PNAs; it is not the controller and survives its restarts.
         self._agent_watch = api.watch(PNA, self._agent_on_pna)
@@ -124,6 +128,7 @@ class CrdAllocator:
         self.gave_up: set[str] = set()
         self._in_step: set[str] = set()
         self._pool_wake: dict[str, asyncio.Event] = {}
+        self._pool_registered = asyncio.Event()
         self._busy_ops = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watches: list[Watch] = []
@@ -143,6 +148,7 @@ class CrdAllocator:
         self.client: ApiClient = self.api.client(
             "netalloc", qps=self.k8s_client_qps, burst=self.k8s_client_burst
         )
+        self._spawn(self._subnet_reports(), "netalloc-subnet-reports")
         self._watches = [
             self.api.watch(SGP, self._on_policy),
             self.api.watch(PNA, self._on_pna),
@@ -210,6 +216,34 @@ class CrdAllocator:
         if pna.status.get("state") == AllocationState.ALLOCATED.value:
             self.recorder.pod_network_ready(pod_key(pna))
 
+    # ------------------------------------------------------------------ subnets
+    async def _subnet_reports(self) -> None:
+        """The controller's fragmentation report (controller.core.subnet_report), through the same
+        limited EC2 client: when did netalloc first know the subnet had no /28 left?"""
+        while True:
+            subnets = {(n.pool.subnet_id, n.pool.subnet_cidr) for n in self.networks.values()}
+            for subnet_id, cidr in sorted(subnets):
+                nodes = sum(1 for n in self.networks.values() if n.pool.subnet_id == subnet_id)
+                try:
+                    interfaces = await self.ec2.describe_network_interfaces(subnet_id=subnet_id)
+                    reservations = await self.ec2.describe_subnet_cidr_reservations(subnet_id)
+                except Ec2Error:
+                    continue
+                report = subnet_report(
+                    subnet_id=subnet_id,
+                    cidr=cidr,
+                    interfaces=interfaces,
+                    reservations=reservations,
+                    threshold=max(self.settings.subnet_fragmentation_threshold, nodes),
+                )
+                if self.exhaustion_known_at_s is None and (
+                    report.fragmented or report.free_prefix_blocks == 0
+                ):
+                    self.exhaustion_known_at_s = self.clock.now()
+            self._pool_registered.clear()
+            with contextlib.suppress(TimeoutError):  # as the controller: a new pool asks for a report
+                await asyncio.wait_for(self._pool_registered.wait(), self.subnet_report_interval_s)
+
     # ------------------------------------------------------------------ nodes
     async def _register_node(self, node_name: str) -> None:
         node = self.node_cache[node_name]
@@ -243,6 +277,7 @@ class CrdAllocator:
             if status is not None and status.resources is not None:
                 network.restore(f"{pna.namespace}/{pna.name}/{pna.spec['podUID']}", status.resources)
         network.registered = True
+        self._pool_registered.set()
         # Pre-allocation may fall short (throttling, an exhausted subnet): allocations still proceed and
         # surface the error in their own PNA; the pool loop keeps trying to reach the targets.
         await network.reconcile()
@@ -359,6 +394,8 @@ class CrdAllocator:
                 self._in_step.discard(key)
             if result.attempted:
                 self._wake_pool(request.node_name)
+            if result.attempted and self.first_shortage_at_s is None and _short_of_prefixes(result.status):
+                self.first_shortage_at_s = self.clock.now()
             if result.status != status:
                 status = result.status
                 self.statuses[key] = status
@@ -485,7 +522,29 @@ class CrdAllocator:
             counts = network.pool.branch_counts()
             warm += counts.get(BranchState.WARM, 0)
             cooling += counts.get(BranchState.COOLING, 0)
-        return {"branch_enis_warm_at_end": warm, "branch_enis_cooling_at_end": cooling}
+        known, shortage = self.exhaustion_known_at_s, self.first_shortage_at_s
+        return {
+            "branch_enis_warm_at_end": warm,
+            "branch_enis_cooling_at_end": cooling,
+            "exhaustion_known_at_s": round(known, 3) if known is not None else "never",
+            "first_prefix_shortage_at_s": round(shortage, 3) if shortage is not None else "none",
+        }
+
+
+def _short_of_prefixes(status: AllocationStatus) -> bool:
+    """The attempt found no /28: it was served by the fallback, or waits for capacity."""
+    if status.reason == "PrefixFallback":
+        return True
+    error = status.last_error
+    return (
+        status.state is AllocationState.WAITING_FOR_CAPACITY
+        and error is not None
+        and error.code
+        in (
+            "InsufficientCidrBlocks",
+            "InvalidParameterValue",
+        )
+    )
 
 
 def _pool_signature(network: NodeNetwork) -> tuple[int, ...]:

@@ -59,6 +59,7 @@ class IpamdBaseline:
         self.api = api
         self.ec2 = ec2
         self.clock = clock
+        self.first_shortage_at_s: float | None = None
         self.recorder = recorder
         self._rng = random.Random(seed ^ zlib.crc32(b"ipamd"))
         self.nodes: dict[str, NodeIpam] = {}
@@ -149,6 +150,8 @@ class IpamdBaseline:
                 self.recorder.pod_network_ready(key)
                 return
             self.cni_failures += 1
+            if self.first_shortage_at_s is None:
+                self.first_shortage_at_s = self.clock.now()
             await self.clock.sleep(self._rng.uniform(*SANDBOX_RETRY_S))
 
     def gave_up_on(self, key: str) -> bool:
@@ -167,4 +170,10 @@ class IpamdBaseline:
         return set(), set()  # prefixes live on the primary ENI; ipamd creates no ENI here
 
     def extra_metrics(self) -> dict[str, float | int | str]:
-        return {"cni_add_failures": self.cni_failures}
+        shortage = self.first_shortage_at_s
+        return {
+            "cni_add_failures": self.cni_failures,
+            # ipamd only logs after the fact: nothing tells an operator before a pod cannot start
+            "exhaustion_known_at_s": "never",
+            "first_prefix_shortage_at_s": round(shortage, 3) if shortage is not None else "none",
+        }

@@ -22,7 +22,7 @@ from controller.research.scenarios import SCENARIO_DESCRIPTIONS, parameter_rows
 
 BULKY_FIELDS = {"ready_times_s", "ec2_series", "ready_series", "stuck_pods"}
 PLOT_FILES = ("cdf_time_to_ready.png", "ec2_calls_over_time.png", "pods_ready_over_time.png")
-MAX_REASON_CHARS = 160
+MAX_REASON_CHARS = 56  # table cells; the full reason is in results.json and report.md
 
 logger = logging.getLogger("netalloc.research")
 
@@ -35,8 +35,9 @@ def _short(text: str, limit: int = MAX_REASON_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def table_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
-    """(header, rows): one row per metric, one column per approach."""
+def table_rows(result: ComparisonResult, *, short: bool = True) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per metric, one column per approach. `short` cuts long stuck reasons
+    for terminals; the report (and results.json) keep them whole."""
     names = list(result.runs)
     metrics: list[ApproachMetrics] = [result.runs[n].metrics for n in names]
     rows: list[list[str]] = []
@@ -49,7 +50,8 @@ def table_rows(result: ComparisonResult) -> tuple[list[str], list[list[str]]]:
     add("pods stuck at the end", [str(m.pods_stuck) for m in metrics])
     reasons = sorted({r for m in metrics for r in m.stuck_reasons})
     for reason in reasons:
-        add(f"  stuck: {_short(reason)}", [str(m.stuck_reasons.get(reason, 0)) for m in metrics])
+        label = _short(reason) if short else reason
+        add(f"  stuck: {label}", [str(m.stuck_reasons.get(reason, 0)) for m in metrics])
     for label, attr in (
         ("p50", "p50_ready_s"),
         ("p95", "p95_ready_s"),
@@ -208,7 +210,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def render_markdown(result: ComparisonResult, performance: RunPerformance | None) -> str:
-    header, rows = table_rows(result)
+    header, rows = table_rows(result, short=False)
     lines = [
         f"# netalloc compare: {result.scenario.value}",
         "",

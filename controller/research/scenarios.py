@@ -86,6 +86,9 @@ class ScenarioParams(BaseModel):
         default=None, description="netalloc's Kubernetes client QPS (None: kopf/aiohttp has no client limit)"
     )
     crd_k8s_client_burst: int | None = None
+    crd_prefix_fallback: bool = Field(
+        default=True, description="PREFIX_FALLBACK_TO_SECONDARY_IP (netalloc's default: on)"
+    )
 
     @property
     def total_pods(self) -> int:

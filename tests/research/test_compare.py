@@ -101,7 +101,7 @@ def test_conservation_every_pod_ready_or_stuck_with_a_reason_and_enis_balance(sc
 
 
 def test_prefix_exhaustion_waiting_pods_show_their_capacity_reason_and_all_get_ready() -> None:
-    result, _ = run_comparison(ScenarioName.PREFIX_EXHAUSTION, seed=1, scale=0.5)
+    result, _ = run_comparison(ScenarioName.PREFIX_EXHAUSTION, seed=1, scale=0.5, crd_prefix_fallback=False)
     crd = result.runs["crd"]
     assert crd.workload.waiting_at_checkpoint, "the scenario must leave pods waiting before space frees"
     assert crd.workload.waiting_with_capacity_reason == crd.workload.waiting_at_checkpoint
@@ -153,3 +153,31 @@ def test_batch_scale_up_reports_the_simulated_figure_beside_the_published_gate()
     gate = next(t for t in result.targets if "release gate" in t.target)
     assert "published release gate: 1000 pods within 300 s" in gate.measured
     assert gate.met is None  # 50 pods is not the gate's 1,000: no verdict at this scale
+
+
+def test_the_text_table_fits_a_terminal_and_the_report_keeps_the_whole_reason(
+    admission_conflict: ComparisonResult,
+) -> None:
+    from controller.research.report import render_markdown, render_table
+
+    table = render_table(admission_conflict).split("\n")
+    rows = [line for line in table if not line.startswith("[")]  # the target lines are prose
+    assert max(len(line) for line in rows) <= 120
+    assert any(
+        "stuck:" in line and line.rstrip().endswith(("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"))
+        for line in rows
+    )
+    report = render_markdown(admission_conflict, None)
+    assert "pod updates may not change fields other than" in report
+
+
+def test_with_the_prefix_fallback_no_pod_waits_and_netalloc_knew_before_the_first_was_hit() -> None:
+    result, _ = run_comparison(ScenarioName.PREFIX_EXHAUSTION, seed=1, scale=0.5)
+    crd, baseline = result.runs["crd"], result.runs["annotation"]
+    assert crd.metrics.pods_ready == crd.metrics.pods_total
+    assert crd.workload.waiting_at_checkpoint == 0
+    known, hit = crd.metrics.extra["exhaustion_known_at_s"], crd.metrics.extra["first_prefix_shortage_at_s"]
+    assert isinstance(known, float | int) and isinstance(hit, float | int) and known <= hit
+    assert baseline.metrics.extra["exhaustion_known_at_s"] == "never"
+    knew = [t for t in result.targets if t.target.startswith("prefix-exhaustion: knew")]
+    assert [t.met for t in knew] == [False, True]  # annotation, crd

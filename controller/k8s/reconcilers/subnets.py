@@ -27,7 +27,7 @@ class SubnetReports:
             nodes.append(network.node_name)
         for subnet_id, (cidr, nodes) in sorted(subnets.items()):
             try:
-                report = await self.describe(subnet_id, cidr)
+                report = await self.describe(subnet_id, cidr, nodes=len(nodes))
             except Ec2Error as error:
                 logger.warning("subnet %s: fragmentation report not refreshed: %s", subnet_id, error)
                 continue
@@ -40,7 +40,8 @@ class SubnetReports:
                     ctx.enqueue(("node", node))
         return Result.after(ctx.config.subnet_report_interval_s)
 
-    async def describe(self, subnet_id: str, cidr: str) -> SubnetReport:
+    async def describe(self, subnet_id: str, cidr: str, *, nodes: int = 1) -> SubnetReport:
+        """The threshold is at least the number of pools on the subnet: each may need one more /28."""
         ctx = self.ctx
         interfaces = await ctx.ec2.describe_network_interfaces(subnet_id=subnet_id)
         reservations = await ctx.ec2.describe_subnet_cidr_reservations(subnet_id)
@@ -49,5 +50,5 @@ class SubnetReports:
             cidr=cidr,
             interfaces=interfaces,
             reservations=reservations,
-            threshold=ctx.config.pool.subnet_fragmentation_threshold,
+            threshold=max(ctx.config.pool.subnet_fragmentation_threshold, nodes),
         )
