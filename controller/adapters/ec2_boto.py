@@ -265,9 +265,8 @@ class Boto3Ec2:
         return [_network_interface(raw) for page in pages for raw in page.get("NetworkInterfaces", [])]
 
     async def describe_subnet_cidr_reservations(self, subnet_id: str) -> list[SubnetCidrReservation]:
-        response = await self._call(
-            "DescribeSubnetCidrReservations", Filters=[{"Name": "subnet-id", "Values": [subnet_id]}]
-        )
+        """EC2's action for this is GetSubnetCidrReservations."""
+        response = await self._call("GetSubnetCidrReservations", SubnetId=subnet_id)
         return [
             SubnetCidrReservation(cidr=raw["Cidr"], reservation_type=raw.get("ReservationType", "explicit"))
             for raw in response.get("SubnetIpv4CidrReservations", [])

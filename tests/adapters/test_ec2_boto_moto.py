@@ -345,3 +345,22 @@ async def test_from_config_builds_a_retrying_rate_limited_client(moto_vpc: MotoV
     subnet = await adapter.describe_subnet(moto_vpc.subnet_id)
     assert subnet.cidr_block == moto_vpc.subnet_cidr
     assert counter.outcome("DescribeSubnets", "ok") == 1
+
+
+async def test_describe_by_subnet_and_the_subnet_s_cidr_reservations(
+    adapter: Boto3Ec2, moto_vpc: MotoVpc
+) -> None:
+    ec2 = moto_vpc.client
+    ec2.create_subnet_cidr_reservation(
+        SubnetId=moto_vpc.subnet_id, Cidr="10.0.33.0/28", ReservationType="prefix"
+    )
+    ec2.create_subnet_cidr_reservation(
+        SubnetId=moto_vpc.subnet_id, Cidr="10.0.34.0/28", ReservationType="explicit"
+    )
+    reservations = await adapter.describe_subnet_cidr_reservations(moto_vpc.subnet_id)
+    assert sorted((r.cidr, r.reservation_type) for r in reservations) == [
+        ("10.0.33.0/28", "prefix"),
+        ("10.0.34.0/28", "explicit"),
+    ]
+    enis = await adapter.describe_network_interfaces(subnet_id=moto_vpc.subnet_id)
+    assert enis and all(e.subnet_id == moto_vpc.subnet_id for e in enis)  # the instance's primary ENI

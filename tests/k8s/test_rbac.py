@@ -362,7 +362,8 @@ def test_iam_policy_grants_the_actions_netalloc_uses(iam_policy: dict[str, Any])
         "ec2:DescribeNetworkInterfaces",
         "ec2:DescribeInstanceTypes",
     }
-    assert granted == needed | {"ec2:DescribeInstances", "ec2:DescribeSubnets"}, "only what the code calls"
+    reads = {"ec2:DescribeInstances", "ec2:DescribeSubnets", "ec2:GetSubnetCidrReservations"}
+    assert granted == needed | reads, "only what the code calls"
     assert not any("*" in a.split(":", 1)[1] for a in granted), "no wildcard actions"
     assert not any(a.startswith("ec2:Assign") and "Ipv6" in a for a in granted)
     non_ec2_or_mutating_describe = [a for a in granted if not a.startswith("ec2:")]

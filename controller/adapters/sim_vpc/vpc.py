@@ -810,7 +810,7 @@ class SimulatedVpc:
 
     async def describe_subnet_cidr_reservations(self, subnet_id: str) -> list[SubnetCidrReservation]:
         return await self._invoke(
-            "DescribeSubnetCidrReservations", lambda: list(self._subnet(subnet_id).reservations)
+            "GetSubnetCidrReservations", lambda: list(self._subnet(subnet_id).reservations)
         )
 
     async def create_tags(self, resource_id: str, *, tags: dict[str, str]) -> None:

@@ -1,7 +1,7 @@
 """Subnet fragmentation: free addresses against free aligned /28 blocks, for every subnet the pools use.
 
 One cluster-wide pass every `subnet_report_interval_s`: per subnet, DescribeNetworkInterfaces filtered
-by subnet (paged by the adapter, through its one limiter) and DescribeSubnetCidrReservations, then
+by subnet (paged by the adapter, through its one limiter) and GetSubnetCidrReservations, then
 `controller.core.subnet_report`. The result is kept for the node passes, which publish it in each
 NodeNetworkPool's status (`subnet`, and the `SubnetFragmented` condition with a Warning Event when it
 turns true), and as Prometheus gauges. A subnet that cannot be described now keeps its last report.
