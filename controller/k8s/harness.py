@@ -42,7 +42,17 @@ MANAGED_NAMESPACE = "shop"
 FAST_LATENCY = LatencyConfig(
     mutating=LatencyRange(low_s=0.001, high_s=0.004), non_mutating=LatencyRange(low_s=0.0005, high_s=0.002)
 )
-_DEAD_LOOPS: list[asyncio.AbstractEventLoop] = []  # killed processes' loops: never run, never collected
+# Killed processes' loops and their pending tasks: never run again and never collected. Finalizing the
+# coroutines of a loop stopped mid-step (garbage collection throwing GeneratorExit into them) can crash
+# CPython 3.11; a real SIGKILL runs nothing either. A process that killed controllers ends with
+# `os._exit` (see `killed_controllers` and tests/conftest.py).
+_DEAD_LOOPS: list[asyncio.AbstractEventLoop] = []
+_DEAD_TASKS: list[asyncio.Task[Any]] = []
+
+
+def killed_controllers() -> int:
+    """How many controller processes this process has killed (their remains must not be finalized)."""
+    return len(_DEAD_LOOPS)
 
 
 def fast_config(pool: PoolSettings | None = None, **overrides: Any) -> ControllerConfig:
@@ -181,6 +191,7 @@ class ControllerProcess:
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(30)
         _DEAD_LOOPS.append(loop)
+        _DEAD_TASKS.extend(asyncio.all_tasks(loop))
         if self.kube is not None:
             self.kube._pool.shutdown(
                 wait=True, cancel_futures=True
