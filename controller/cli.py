@@ -289,7 +289,7 @@ def _doctor(what: str, target: str, kubeconfig: str | None, ec2: str, region: st
                 return await doctors.doctor_node(kube, target, port)
             return await doctors.doctor_subnet(kube, target, port)
         finally:
-            kube.close()
+            await kube.close()
 
     try:
         diagnosis = asyncio.run(diagnose())

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.adapters.ec2_observer import Ec2CallObserver
 from controller.adapters.sim_vpc import ApiLimitsConfig, LatencyConfig, SimulatedVpc
 from controller.clock import Clock, LoopClock
 from controller.core import tags as tagging
@@ -56,6 +57,7 @@ class SimFleet:
         api_limits: ApiLimitsConfig | None = None,
         latency: LatencyConfig | None = None,
         vpc: SimulatedVpc | None = None,
+        observer: Ec2CallObserver | None = None,
     ) -> None:
         self.clock = clock or LoopClock()
         self.catalog = catalog or shipped_catalog()
@@ -68,6 +70,7 @@ class SimFleet:
             seed=seed,
             api_limits=api_limits,
             latency=latency,
+            observer=observer,
         )
         self.subnet = self.vpc.create_subnet(subnet_cidr)
         self.app_groups = tuple(self.vpc.create_security_group(f"app-{i}") for i in range(3))

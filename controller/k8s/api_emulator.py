@@ -892,6 +892,7 @@ class RecordedRequest(BaseModel):
     content_type: str = ""
     body: Any = None
     status: int | None = None
+    user: str = ""  # the bearer token that sent it (benchmarks count one client's requests)
 
     @property
     def modifies_pod(self) -> bool:
@@ -934,6 +935,21 @@ class ApiFault(BaseModel):
                 504, "Timeout", "the server was unable to return a response in time (injected)"
             )
         return KubeApiError(self.code, "InternalError", "Internal error occurred: injected fault")
+
+
+def request_label(request: RecordedRequest) -> str:
+    """ "verb resource[/subresource]", e.g. "patch podnetworkallocations/status" or "watch pods"."""
+    parts = request.path.strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    resource = (rest[0] if rest else "discovery") + (f"/{rest[2]}" if len(rest) == 3 else "")
+    if request.method == "GET":
+        verb = "watch" if request.is_watch else ("get" if len(rest) >= 2 else "list")
+    else:
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        verb = verbs.get(request.method, request.method)
+    return f"{verb} {resource}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1034,12 +1050,14 @@ class KubeApiEmulator:
         history_limit: int = 10_000,
         wall_clock: Callable[[], datetime.datetime] = _now_utc,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.garbage_collection = garbage_collection
         self.require_namespaces = require_namespaces
         self.requests: builtins.list[RecordedRequest] = []
         self._wall_clock = wall_clock
         self._host = host
+        self._port = port
         self._lock = threading.RLock()
         self._resource_version = 0
         self._resources: dict[tuple[str, str, str], ApiResource] = {}  # (group, version, plural)
@@ -1069,7 +1087,7 @@ class KubeApiEmulator:
         return self._base_url
 
     async def start(self) -> str:
-        """Serve on a free port of ``host``; returns the base URL (``http://127.0.0.1:PORT``)."""
+        """Serve on ``port`` of ``host`` (0: a free one); returns the base URL (``http://127.0.0.1:PORT``)."""
         if self._runner is not None:
             return self._base_url
         self._loop = asyncio.get_running_loop()
@@ -1078,7 +1096,7 @@ class KubeApiEmulator:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         port = self._runner.addresses[0][1]
         self._base_url = f"http://{self._host}:{port}"
@@ -1121,6 +1139,20 @@ class KubeApiEmulator:
     def pod_writes(self) -> builtins.list[RecordedRequest]:
         """Requests that would modify a Pod: any write on a pods path (incl. status, binding, eviction)."""
         return [request for request in self.requests if request.modifies_pod]
+
+    def request_counts(self, user: str | None = None) -> JsonObject:
+        """Requests by verb and resource (refused ones apart, with their code), one user's if given, and how
+        many wrote a Pod."""
+        counts: dict[str, int] = {}
+        for request in self.requests:
+            if (user is not None and request.user != user) or request.path.startswith("/_emulator"):
+                continue
+            label = request_label(request)
+            if request.status is not None and request.status >= 400:
+                label += f" ({request.status})"  # refused: a conflict, an injected fault
+            counts[label] = counts.get(label, 0) + 1
+        pod_writes = sum(1 for r in self.requests if r.modifies_pod and (user is None or r.user == user))
+        return {"requests": counts, "pod_writes": pod_writes, "total": sum(counts.values())}
 
     def clear_requests(self) -> None:
         self.requests.clear()
@@ -1780,7 +1812,9 @@ class KubeApiEmulator:
                     body = json.loads(raw)
                 except ValueError:
                     return self._error_response(_bad_request("the request body is not valid JSON"))
+        authorization = request.headers.get("Authorization", "")
         record = RecordedRequest(
+            user=authorization.removeprefix("Bearer ").strip(),
             method=request.method,
             path=request.path,
             query=query,
@@ -1820,6 +1854,8 @@ class KubeApiEmulator:
         path = request.path.rstrip("/") or "/"
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
+        if path == "/_emulator/requests":  # not Kubernetes: what benchmarks read of a separate process
+            return web.json_response(self.request_counts(query.get("user")))
         if path == "/version":
             return web.json_response(SERVER_VERSION)
         discovery = self._discovery(path)

@@ -83,7 +83,9 @@ def ec2_backend(
             read_timeout_s=EC2_READ_TIMEOUT_S,
         )
         return boto, Ec2InstanceLimits(boto, catalog), None, None
-    fleet = SimFleet(clock=WallClock(), cluster_name=options.cluster_name, catalog=catalog)
+    fleet = SimFleet(
+        clock=WallClock(), cluster_name=options.cluster_name, catalog=catalog, observer=metrics.observe_ec2
+    )
     fleet.vpc.adopt_unknown_security_groups = True
 
     async def match_node(node: str, instance_id: str, instance_type: str) -> None:
@@ -162,4 +164,4 @@ async def run(options: RunOptions) -> None:
             waiter.cancel()
     finally:
         await endpoints.stop()
-        kube.close()
+        await kube.close()

@@ -163,7 +163,7 @@ class ControllerProcess:
         await asyncio.wait({operator, started}, return_when=asyncio.FIRST_COMPLETED)
         self._ready.set()
         await operator
-        self.kube.close()
+        await self.kube.close()
 
     def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run `fn` on the controller's loop, between two of its steps (the VPC is not thread-safe)."""
@@ -182,7 +182,7 @@ class ControllerProcess:
         return asyncio.run_coroutine_threadsafe(coro(), self.loop).result(timeout)
 
     def crash(self) -> None:
-        """SIGKILL: the loop stops at once and is never resumed; in-flight requests end by themselves."""
+        """SIGKILL: the loop stops at once and is never resumed."""
         loop = self.loop
         if loop is None or self.crashed:
             return
@@ -192,10 +192,8 @@ class ControllerProcess:
         self._thread.join(30)
         _DEAD_LOOPS.append(loop)
         _DEAD_TASKS.extend(asyncio.all_tasks(loop))
-        if self.kube is not None:
-            self.kube._pool.shutdown(
-                wait=True, cancel_futures=True
-            )  # requests on the wire finish or time out
+        # Requests already written reach the server and their answers are never read, as after a real
+        # SIGKILL; the dead loop's sockets stay open (the kernel would close them) until the test ends.
 
     def stop(self, timeout: float = 30.0) -> None:
         loop, stop = self.loop, self._stop

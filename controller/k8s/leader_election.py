@@ -34,8 +34,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import urllib3
-from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.k8s.kube_api import JsonObject, KubeApi, KubeError
@@ -47,7 +45,7 @@ ACQUIRE_JITTER = 0.2  # the acquire loop waits retry_period * (1 + up to 20 %), 
 RELEASED_LEASE_DURATION_S = 1  # what client-go writes on release
 # Failures of one attempt that are worth retrying: API errors (5xx, 429, 403 while RBAC settles),
 # connection errors, and our own per-attempt timeout.
-TRANSIENT_ERRORS = (KubeError, ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError)
+TRANSIENT_ERRORS = (KubeError, OSError, TimeoutError)
 
 
 def default_identity() -> str:
@@ -362,6 +360,6 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 
 def _short(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
+    if isinstance(exc, KubeError):
+        return f"HTTP {exc.code} {exc.reason}" if exc.code else f"{exc.reason}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"

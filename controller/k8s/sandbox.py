@@ -165,7 +165,7 @@ class Sandbox:
         await self.runtime.started.wait()
         self._controller_ready.set()
         await operator
-        self.kube.close()
+        await self.kube.close()
 
     async def stop(self) -> None:
         loop, stop = self._controller_loop, self._stop

@@ -23,7 +23,7 @@ async def test_writes_are_counted_in_the_metric() -> None:
             await kube.post_event(pod, event_type="Normal", reason="Allocated", message="x")
             await kube.post_event(pod, event_type="Normal", reason="Released", message="y")
         finally:
-            kube.close()
+            await kube.close()
     value = metrics.registry.get_sample_value(
         "netalloc_kubernetes_writes_total", {"verb": "create", "resource": "events"}
     )

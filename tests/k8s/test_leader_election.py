@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import datetime
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pydantic
 import pytest
@@ -102,7 +102,7 @@ async def emulator() -> AsyncIterator[KubeApiEmulator]:
 
 
 @pytest.fixture
-def new_api(emulator: KubeApiEmulator) -> Iterator[Callable[[], KubeApi]]:
+async def new_api(emulator: KubeApiEmulator) -> AsyncIterator[Callable[[], KubeApi]]:
     """A separate KubeApi (own connection pool) per candidate, as separate processes would have."""
     made: list[KubeApi] = []
 
@@ -116,7 +116,7 @@ def new_api(emulator: KubeApiEmulator) -> Iterator[Callable[[], KubeApi]]:
 
     yield make
     for api in made:
-        api.close()
+        await api.close()
 
 
 def config(identity: str) -> LeaderElectionConfig:
@@ -291,7 +291,7 @@ async def test_leader_whose_renewals_fail_steps_down_before_the_standby_takes_ov
         standby_run = asyncio.create_task(standby.run(recorder.lead("standby")))
         await until(lambda: standby.holder == "leader")
 
-        leader_api.api_client.configuration.host = "http://127.0.0.1:9"  # the leader loses the API server
+        leader_api.configuration.host = "http://127.0.0.1:9"  # the leader loses the API server
 
         with pytest.raises(LeadershipLost, match="could not renew"):
             async with asyncio.timeout(GUARD_S):

@@ -94,7 +94,7 @@ async def bench() -> AsyncIterator[Bench]:
             yield Bench(emulator, fleet, runtime)
         finally:
             await runtime.ctx.events.close()
-            kube.close()
+            await kube.close()
 
 
 # ----- leak collection ------------------------------------------------------------------------------------
