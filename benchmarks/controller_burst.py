@@ -40,6 +40,7 @@ import aiohttp
 import yaml
 
 from controller.k8s.sandbox import percentile, pod_manifest, policy_manifest
+from controller.sim_fleet import SimFleet
 
 CONTROLLER_TOKEN = "netalloc-controller"
 CLIENT_TOKEN = "bench-client"
@@ -188,7 +189,10 @@ class Cluster:
         await self.create("/api/v1/namespaces", namespace(MANAGED, managed=True))
         await self.create("/api/v1/namespaces", namespace(IDLE, managed=False))
         if self.branch_per_node:
-            policy = policy_manifest("web-sg", "web", ["sg-0b0b0b0b0b0b0b0b0"], namespace=MANAGED)
+            # The groups the simulated nodes have, which warm branch ENIs are made with: a pod takes one
+            # with no EC2 call. (Other groups cost a ModifyNetworkInterfaceAttribute per pod today.)
+            groups = [SimFleet().vpc.default_security_group_id]
+            policy = policy_manifest("web-sg", "web", groups, namespace=MANAGED)
             await self.create(
                 f"/apis/vpcresources.k8s.aws/v1beta1/namespaces/{MANAGED}/securitygrouppolicies", policy
             )

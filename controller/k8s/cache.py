@@ -57,9 +57,12 @@ class Change(Generic[K, V]):
 class Store(Generic[K, V]):
     """Objects of one kind by key. Not thread-safe: the controller's loop owns it."""
 
-    def __init__(self, parse: Callable[[Mapping[str, Any]], V], key_of: Callable[[V], K]) -> None:
+    def __init__(
+        self, parse: Callable[[Mapping[str, Any]], V], key_of: Callable[[V], K], *, namespaced: bool
+    ) -> None:
         self._parse = parse
         self._key_of = key_of
+        self._namespaced = namespaced  # keys are (namespace, name), else the name
         self._items: dict[K, V] = {}
         self._tombstones: OrderedDict[K, str] = OrderedDict()
         self.listeners: list[Callable[[Change[K, V]], None]] = []
@@ -84,10 +87,23 @@ class Store(Generic[K, V]):
         return self._parse(body)
 
     def apply_event(self, event_type: str | None, body: Mapping[str, Any]) -> Change[K, V] | None:
+        if event_type != "DELETED" and self._held_as_new(body):
+            return None  # the echo of our own write, whose answer the cache already took: not even parsed
         view = self._parse(body)
         if event_type == "DELETED":
             return self.remove(self._key_of(view), view.resource_version)
         return self.upsert(view)
+
+    def _held_as_new(self, body: Mapping[str, Any]) -> bool:
+        meta = body.get("metadata") or {}
+        name = meta.get("name")
+        version = meta.get("resourceVersion")
+        if not isinstance(name, str) or not isinstance(version, str) or not version:
+            return False
+        namespace = meta.get("namespace")
+        key: Any = (namespace, name) if self._namespaced else name
+        held = self._items.get(key)
+        return held is not None and newer_or_same(held.resource_version, version)
 
     def upsert(self, view: V) -> Change[K, V] | None:
         """Store `view` unless what is held (or a recent deletion) is newer."""
@@ -154,15 +170,19 @@ class ClusterState:
     """Everything the reconcilers read about the cluster, with the indexes they look things up by."""
 
     def __init__(self) -> None:
-        self.pods: Store[NamespacedKey, PodView] = Store(PodView.from_k8s, _namespaced)
-        self.pnas: Store[NamespacedKey, PnaView] = Store(PnaView.from_k8s, _namespaced)
-        self.namespaces: Store[str, NamespaceView] = Store(NamespaceView.from_k8s, lambda v: v.name)
-        self.service_accounts: Store[NamespacedKey, ServiceAccountView] = Store(
-            ServiceAccountView.from_k8s, _namespaced
+        self.pods: Store[NamespacedKey, PodView] = Store(PodView.from_k8s, _namespaced, namespaced=True)
+        self.pnas: Store[NamespacedKey, PnaView] = Store(PnaView.from_k8s, _namespaced, namespaced=True)
+        self.namespaces: Store[str, NamespaceView] = Store(
+            NamespaceView.from_k8s, lambda v: v.name, namespaced=False
         )
-        self.policies: Store[NamespacedKey, PolicyView] = Store(PolicyView.from_k8s, _namespaced)
-        self.nodes: Store[str, NodeView] = Store(NodeView.from_k8s, lambda v: v.name)
-        self.nnps: Store[str, NnpView] = Store(NnpView.from_k8s, lambda v: v.name)
+        self.service_accounts: Store[NamespacedKey, ServiceAccountView] = Store(
+            ServiceAccountView.from_k8s, _namespaced, namespaced=True
+        )
+        self.policies: Store[NamespacedKey, PolicyView] = Store(
+            PolicyView.from_k8s, _namespaced, namespaced=True
+        )
+        self.nodes: Store[str, NodeView] = Store(NodeView.from_k8s, lambda v: v.name, namespaced=False)
+        self.nnps: Store[str, NnpView] = Store(NnpView.from_k8s, lambda v: v.name, namespaced=False)
         self._pnas_by_node: dict[str, set[NamespacedKey]] = {}
         self._pods_by_namespace: dict[str, set[NamespacedKey]] = {}
         self.pnas.listeners.append(self._index_pna)

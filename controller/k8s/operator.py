@@ -60,6 +60,10 @@ def build_registry(runtime: ControllerRuntime, configuration: k8s.Configuration)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(configuration)
 
+    # kopf logs every handled watch event at INFO ("Handler 'pods' succeeded"): a line per event, not
+    # per change. netalloc logs the changes it makes; kopf's warnings and errors still show.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # netalloc posts its own Events on its own objects

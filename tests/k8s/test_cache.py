@@ -16,7 +16,7 @@ def pod(name: str, rv: int, uid: str = "u1", node: str = "n1") -> dict[str, Any]
 
 
 def store() -> Store[tuple[str, str], PodView]:
-    return Store(PodView.from_k8s, lambda v: (v.namespace, v.name))
+    return Store(PodView.from_k8s, lambda v: (v.namespace, v.name), namespaced=True)
 
 
 def test_resource_versions_compare_as_integers_when_they_are() -> None:
@@ -30,6 +30,23 @@ def test_an_older_event_or_the_echo_of_our_own_write_changes_nothing() -> None:
     assert s.apply_event("MODIFIED", pod("a", 5)) is None  # echo
     assert s.apply_event("MODIFIED", pod("a", 4)) is None  # late
     assert s.get(("ns", "a")) is not None and s.get(("ns", "a")).resource_version == "5"  # type: ignore[union-attr]
+
+
+def test_the_echo_of_a_write_the_cache_took_is_not_even_parsed() -> None:
+    parsed: list[str] = []
+
+    def parse(body: Any) -> PodView:
+        parsed.append(body["metadata"]["resourceVersion"])
+        return PodView.from_k8s(body)
+
+    s = Store(parse, lambda v: (v.namespace, v.name), namespaced=True)
+    s.upsert(PodView.from_k8s(pod("a", 5)))  # the answer to our own write
+    assert s.apply_event("MODIFIED", pod("a", 5)) is None
+    assert s.apply_event("MODIFIED", pod("a", 4)) is None
+    assert parsed == []
+    assert s.apply_event("MODIFIED", pod("a", 6)) is not None  # someone else's write is taken
+    assert s.apply_event("DELETED", pod("a", 7)) is not None
+    assert parsed == ["6", "7"]
 
 
 def test_a_late_deletion_of_the_old_object_does_not_remove_its_successor() -> None:

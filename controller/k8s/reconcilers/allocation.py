@@ -9,6 +9,8 @@ refused write is simply made again on the next pass (allocation is idempotent pe
 
 from __future__ import annotations
 
+import logging
+
 from controller.core.allocation_state import (
     AllocationState,
     AllocationStatus,
@@ -25,6 +27,7 @@ from controller.k8s.reconcilers.context import Context, Result
 from controller.k8s.reconcilers.pod_binding import involved
 from controller.k8s.reconcilers.status_writer import write_pna_status
 
+logger = logging.getLogger("netalloc.allocation")
 RESTARTABLE = frozenset(
     {
         AllocationState.PENDING,
@@ -33,6 +36,10 @@ RESTARTABLE = frozenset(
         AllocationState.WAITING_FOR_CAPACITY,
     }
 )
+# Success is told by the status alone: at most two writes per allocation (the PNA, one status patch).
+# Events stay for what waits, retries or fails, where `kubectl describe` is where people look, and
+# for the recovery that ends such a wait.
+QUIET_STATES = frozenset({AllocationState.ALLOCATED, AllocationState.PENDING, AllocationState.ALLOCATING})
 WARNING_STATES = frozenset(
     {AllocationState.FAILED, AllocationState.WAITING_FOR_CAPACITY, AllocationState.RETRYING}
 )
@@ -161,11 +168,22 @@ class Allocation:
                 ctx.clock.now() - started
             )
         warning = state in WARNING_STATES or status.reason in ("ResourcesLost", "NodePoolDrained")
+        held = status.resources
+        message = status.message
+        if held is not None:
+            message = f"{held.mode.value} {held.ip} on {held.eni_id}" + (
+                f" VLAN {held.vlan_id}" if held.vlan_id else ""
+            )
+        if state is not before:  # INFO tells changes, never watch events
+            logger.info(
+                "%s/%s: %s -> %s (%s)",
+                pna.namespace,
+                pna.name,
+                before.value if before else "new",
+                state.value,
+                message if held is not None else status.reason,
+            )
+        if not warning and state in QUIET_STATES and before not in WARNING_STATES:
+            return  # the status says it (reason, resources, conditions): an Event would be a second write
         if state is not before or (warning and attempted):
-            message = status.message
-            if status.resources is not None:
-                held = status.resources
-                message = f"{held.mode.value} {held.ip} on {held.eni_id}" + (
-                    f" VLAN {held.vlan_id}" if held.vlan_id else ""
-                )
             ctx.events.post(involved(pna), warning=warning, reason=status.reason, message=message)
