@@ -12,12 +12,15 @@ states) are interned: a watch body's JSON gives each object its own copies.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 from pydantic.dataclasses import dataclass
 
 from controller.core.allocation_model import AllocationMode
@@ -69,11 +72,27 @@ def _identity(meta: Mapping[str, Any], *, namespaced: bool = True) -> dict[str, 
     return fields
 
 
+# Built by `_labels` (strings checked there): validation would copy the dict and lose the sharing.
+Labels = SkipValidation[dict[str, str]]
+_EMPTY: dict[str, str] = {}
+_LABEL_SETS: OrderedDict[tuple[tuple[str, str], ...], dict[str, str]] = OrderedDict()
+_LABEL_SETS_KEPT = 4096
+
+
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
+    """Pods of one workload carry the same labels: they share one dict (views are never changed)."""
     labels = meta.get("labels") or {}
-    return (
-        {_intern(str(k)): _intern(str(v)) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
-    )
+    if not isinstance(labels, Mapping) or not labels:
+        return _EMPTY
+    items = tuple((_intern(str(k)), _intern(str(v))) for k, v in labels.items())
+    shared = _LABEL_SETS.get(items)
+    if shared is None:
+        shared = _LABEL_SETS[items] = dict(items)
+        if len(_LABEL_SETS) > _LABEL_SETS_KEPT:
+            _LABEL_SETS.popitem(last=False)
+    else:
+        _LABEL_SETS.move_to_end(items)
+    return shared
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=VIEW)
@@ -84,7 +103,7 @@ class PodView(_View):
     host_network: bool = False
     phase: str = ""
     deleting: bool = False
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     service_account: str = "default"
 
     @classmethod
@@ -116,7 +135,7 @@ class PodView(_View):
 @dataclass(frozen=True, slots=True, kw_only=True, config=VIEW)
 class NamespaceView(_View):
     name: str
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> NamespaceView:
@@ -128,7 +147,7 @@ class NamespaceView(_View):
 class ServiceAccountView(_View):
     namespace: str
     name: str
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> ServiceAccountView:
@@ -205,38 +224,68 @@ class PnaSpec:
         }
 
 
+def pack_json(value: Mapping[str, Any]) -> bytes:
+    """A JSON object (without its nulls) as deflated text: how the PNA cache keeps statuses."""
+    if not value:
+        return b""
+    return zlib.compress(json.dumps(_without_nulls(value), separators=(",", ":")).encode(), 1)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def unpack_json(packed: bytes) -> JsonObject:
+    loaded = json.loads(zlib.decompress(packed)) if packed else {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, config=VIEW)
 class PnaView(_View):
+    """A PNA as the cache keeps it. The status is read once per pass but kept for every pod: as a dict
+    with its four conditions it costs about 2.6 KiB, deflated 0.35 (`status` unpacks it)."""
+
     namespace: str
     name: str
     generation: int = 1
     deleting: bool = False
     finalizers: tuple[str, ...] = ()
     spec: PnaSpec
-    status: JsonObject = Field(default_factory=dict)
+    packed_status: bytes = b""
 
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> PnaView:
         meta = _meta(body)
         spec = body.get("spec") or {}
         status = body.get("status")
+        name = str(meta.get("name") or "")
+        pod_name = str(spec.get("podName") or "")
         return cls(
             namespace=_intern(str(meta.get("namespace") or "")),
-            name=str(meta.get("name") or ""),
+            name=name,
             uid=str(meta.get("uid") or ""),
             resource_version=str(meta.get("resourceVersion") or ""),
             generation=int(meta.get("generation") or 1),
             deleting=meta.get("deletionTimestamp") is not None,
-            finalizers=tuple(meta.get("finalizers") or ()),
+            finalizers=tuple(_intern(str(f)) for f in meta.get("finalizers") or ()),
             spec=PnaSpec(
-                pod_name=str(spec.get("podName") or ""),
+                pod_name=name if pod_name == name else pod_name,
                 pod_uid=str(spec.get("podUID") or ""),
                 node_name=_intern(str(spec.get("nodeName") or "")),
                 mode=AllocationMode(spec.get("mode") or AllocationMode.SECONDARY_IP.value),
-                security_group_ids=tuple(spec.get("securityGroupIds") or ()),
+                security_group_ids=tuple(_intern(str(g)) for g in spec.get("securityGroupIds") or ()),
             ),
-            status=compact(status) if isinstance(status, Mapping) else {},
+            packed_status=pack_json(status) if isinstance(status, Mapping) else b"",
         )
+
+    @property
+    def status(self) -> JsonObject:
+        """The status as the server holds it, without nulls (a fresh dict: changing it changes nothing)."""
+        return unpack_json(self.packed_status)
 
     @property
     def allocation_key(self) -> str:

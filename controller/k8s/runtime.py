@@ -21,6 +21,7 @@ from controller.core.pod_selection import LabelSelector
 from controller.engine.node_network import NodeNetwork
 from controller.engine.work_queue import RateLimitingQueue
 from controller.k8s.cache import Change, ClusterState
+from controller.k8s.heap import trim_forever
 from controller.k8s.informers import KINDS, REFS, Informers
 from controller.k8s.kube_api import Conflict, KubeError, KubePort
 from controller.k8s.reconcilers import LEAKS, SUBNETS, Reconcilers, WorkItem, node_item, pna_item
@@ -108,6 +109,7 @@ class ControllerRuntime:
             loop.create_task(self._worker(), name=f"worker-{i}") for i in range(self.config.workers)
         ]
         self._tasks.append(loop.create_task(self.informers.resync_forever(), name="resync"))
+        self._tasks.append(loop.create_task(trim_forever(self.config.heap_trim_interval_s), name="heap-trim"))
         self.started.set()
         logger.info(
             "controller started: %d nodes, %d pods, %d PodNetworkAllocations",

@@ -6,7 +6,7 @@ from typing import Any
 
 from controller.core.allocation_model import AllocationMode
 from controller.core.pod_selection import LabelSelector
-from controller.k8s.objects import PnaSpec, PnaView, PodView, PolicyView
+from controller.k8s.objects import PnaSpec, PnaView, PodView, PolicyView, pack_json
 from controller.k8s.pna_mapping import status_to_k8s
 from controller.k8s.reconcilers.pod_binding import desired_spec
 from tests.k8s.test_pna_mapping import allocated
@@ -49,7 +49,9 @@ def desired(p: PodView | None, existing: PnaView | None = None, **kw: Any) -> Pn
 
 
 def pna(spec: PnaSpec, status: dict[str, Any] | None = None) -> PnaView:
-    return PnaView(namespace="ns", name=spec.pod_name, uid="pna", spec=spec, status=status or {})
+    return PnaView(
+        namespace="ns", name=spec.pod_name, uid="pna", spec=spec, packed_status=pack_json(status or {})
+    )
 
 
 def test_only_scheduled_live_pods_in_managed_namespaces_get_one() -> None:

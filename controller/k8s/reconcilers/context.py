@@ -65,6 +65,9 @@ class ControllerConfig(BaseModel):
     reconcile_interval_s: float = Field(default=10.0, gt=0, description="each node pool's periodic pass")
     resync_interval_s: float = Field(default=300.0, gt=0, description="full relist of every watched kind")
     relist_gap_s: float = Field(default=2.0, gt=0, description="at most one relist per kind this often")
+    heap_trim_interval_s: float = Field(
+        default=5.0, gt=0, description="how often freed C-heap pages are given back (glibc malloc_trim)"
+    )
     leak_interval_s: float = Field(default=60.0, gt=0, description="the cluster-wide leak sweep")
     subnet_report_interval_s: float = Field(default=60.0, gt=0, description="subnet fragmentation reports")
     leak_passes: int = Field(default=2, ge=1, description="sweeps an unknown tagged ENI must survive")
