@@ -151,7 +151,8 @@ class Cluster:
         return subprocess.Popen(
             [
                 *(self.profile_tool, "record", "--pid", str(self.controller.popen.pid)),
-                *("--format", "raw", "--rate", "250", "--gil", "--nonblocking", "--output", str(self.profile)),
+                *("--format", "raw", "--rate", "250", "--gil", "--nonblocking"),
+                *("--output", str(self.profile)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

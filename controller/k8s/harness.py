@@ -70,6 +70,7 @@ def fast_config(pool: PoolSettings | None = None, **overrides: Any) -> Controlle
         ),
         "workers": 8,
         "reconcile_interval_s": 0.25,
+        "pool_status_interval_s": 0.2,
         "resync_interval_s": 2.0,
         "relist_gap_s": 0.2,
         "leak_interval_s": 0.3,

@@ -102,3 +102,27 @@ def test_a_pod_that_waited_is_told_the_wait_and_the_recovery(cluster: SimCluster
     assert wait_until(lambda: ("Normal", "Allocated") in events(cluster, waiting), timeout=5), events(
         cluster, waiting
     )
+
+
+def test_a_pool_whose_counters_moved_is_written_once_per_interval_not_once_per_pod() -> None:
+    pool = PoolSettings(warm_ip_target=8)
+    with SimCluster(config=fast_config(pool, pool_status_interval_s=4.0), seed=5) as cluster:
+        cluster.add_node("n1")
+        cluster.start_controller()
+        assert wait_until(
+            lambda: warm(cluster, ips=8, branches=0) and "subnet" in status(cluster.pools()[0]),
+            timeout=TIMEOUT,
+        ), cluster.pools()  # settled: the subnet's report (a condition of its own) is in
+        cluster.emulator.clear_requests()
+        names = [f"api-{i}" for i in range(6)]
+        for name in names:
+            cluster.add_pod(name, "n1")
+        assert wait_until(lambda: allocated(cluster, names), timeout=TIMEOUT), cluster.pnas()
+        time.sleep(2.0)  # the pool refills (its counts move) and is passed every 0.25 s meanwhile
+        assert "patch nodenetworkpools/status" not in controller_writes(cluster)  # the counts can wait
+        assert wait_until(lambda: status(cluster.pools()[0]).get("usedIps") == len(names), timeout=10), (
+            status(cluster.pools()[0])
+        )
+        assert controller_writes(cluster).get("patch nodenetworkpools/status", 0) <= 2, controller_writes(
+            cluster
+        )

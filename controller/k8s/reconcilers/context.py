@@ -65,6 +65,11 @@ class ControllerConfig(BaseModel):
     reconcile_interval_s: float = Field(default=10.0, gt=0, description="each node pool's periodic pass")
     resync_interval_s: float = Field(default=300.0, gt=0, description="full relist of every watched kind")
     relist_gap_s: float = Field(default=2.0, gt=0, description="at most one relist per kind this often")
+    pool_status_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="a pool status whose conditions did not change is written at most this often",
+    )
     heap_trim_interval_s: float = Field(
         default=5.0, gt=0, description="how often freed C-heap pages are given back (glibc malloc_trim)"
     )

@@ -14,6 +14,8 @@ again; the pool itself stays.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from typing import Any
 
 from controller.core.allocation_model import AssignedResources
 from controller.core.errors import Ec2Error, ErrorClass, NotFoundError
@@ -44,6 +46,7 @@ def pool_error(code: str, message: str) -> Ec2Error:
 class NodePools:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._status_written_at: dict[str, float] = {}
 
     async def reconcile(self, name: str) -> Result:
         ctx = self.ctx
@@ -149,9 +152,19 @@ class NodePools:
             return
         if {k: v for k, v in status.items()} == {k: nnp.status.get(k) for k in status}:
             return
+        now_s = self.ctx.clock.now()
+        last = self._status_written_at.get(name)
+        if (
+            last is not None
+            and now_s - last < self.ctx.config.pool_status_interval_s
+            and _gist(status) == _gist(nnp.status)
+        ):
+            return  # only counters moved: the pass after the interval writes them, once
         was = _condition(nnp.status, "SubnetFragmented")
         now = _condition(status, "SubnetFragmented")
         written = await patch_nnp(self.ctx, nnp, {"status": status}, subresource="status")
+        if written is not None:
+            self._status_written_at[name] = now_s
         if (
             written is not None
             and now is not None
@@ -260,6 +273,7 @@ class NodePools:
     # ----- drain -----------------------------------------------------------------------------------
     async def _drain(self, name: str, node: NodeView | None, *, keep_record: bool = False) -> Result:
         """The node is gone: give back everything its pool holds, then let its NodeNetworkPool go."""
+        self._status_written_at.pop(name, None)
         ctx = self.ctx
         nnp = ctx.state.nnps.get(name)
         entry = ctx.pools.get(name)
@@ -343,6 +357,14 @@ class NodePools:
                 current,
                 {"metadata": {"finalizers": [f for f in current.finalizers if f != POOL_FINALIZER]}},
             )
+
+
+def _gist(status: Mapping[str, Any]) -> tuple[object, ...]:
+    """What a reader must learn at once (readiness, its reason, the trunk); counts can wait."""
+    conditions = tuple(
+        (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or ()
+    )
+    return conditions, status.get("trunkEniId"), status.get("limits")
 
 
 def _condition(status: JsonObject, kind: str) -> JsonObject | None:
