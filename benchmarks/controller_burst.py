@@ -11,6 +11,8 @@ Printed (and with `--output json`, under these keys):
   api_server_cpu_ms_per_alloc the same for the emulator;
 - writes_per_alloc and requests_per_alloc (by verb and resource): the controller's requests, counted by
   the API server by the controller's bearer token;
+- pool_status_writes_after: NodeNetworkPool status writes in the 11 s after the burst (the counts
+  the burst moved, written once per pool by the coalescing; not in writes_per_alloc);
 - peak_rss_mib (the controller's VmHWM), baseline_rss_mib (idle on warm pools, before the burst);
 - with `--memory-pods N`: idle_pods_rss_above_baseline_mib (N pods in a namespace netalloc does not
   manage) and allocated_pnas_rss_above_baseline_mib (N pods allocated), each from a fresh controller.
@@ -50,6 +52,7 @@ PODS_PER_NODE = 100
 # The memory phases read RSS once the controller is quiet and has given freed heap pages back (it
 # trims every 5 s): the memory it keeps, not the burst's transient peak (peak_rss_mib is that).
 SETTLE_S = 6.0
+POOL_STATUS_INTERVAL_S = 10.0  # ControllerConfig.pool_status_interval_s, the default
 PNA_PATH = "/apis/netalloc.dev/v1alpha1/podnetworkallocations"
 NNP_PATH = "/apis/netalloc.dev/v1alpha1/nodenetworkpools"
 WRITE_VERBS = ("create", "update", "patch", "delete")
@@ -328,6 +331,13 @@ async def allocate(
     counts_after = await cluster.request_counts()
     delta = {k: counts_after.get(k, 0) - counts_before.get(k, 0) for k in counts_after}
     delta = {k: v for k, v in sorted(delta.items()) if v}
+    # Pool statuses whose conditions did not change are written at most every 10 s: the counts a
+    # burst moved are written after it, once per node. Counted apart, over the next 11 s.
+    await asyncio.sleep(POOL_STATUS_INTERVAL_S + 1.0)
+    later = await cluster.request_counts()
+    pool_writes_after = sum(
+        later.get(k, 0) - counts_after.get(k, 0) for k in later if k.startswith("patch nodenetworkpools")
+    )
     latencies = sorted(seen[name] - created[name] for name, _, _ in names)
     return {
         "pods": pods,
@@ -344,6 +354,7 @@ async def allocate(
         "writes_per_alloc": round(writes(delta) / pods, 3),
         "requests_per_alloc": {k: round(v / pods, 3) for k, v in delta.items() if k != "pod_writes"},
         "pod_writes": delta.get("pod_writes", 0),
+        "pool_status_writes_after": pool_writes_after,
         "log_lines_per_alloc": round((log_lines(cluster.controller.log) - logs_before) / pods, 3),
     }
 
@@ -474,6 +485,7 @@ def report(f: dict[str, Any]) -> None:
             "controller writes per allocation",
             f"{f['writes_per_alloc']} (target <= 2); pod writes {f['pod_writes']}",
         ),
+        ("pool status writes in the 11 s after", str(f["pool_status_writes_after"])),
     ]
     rows += [(f"  {label}", str(n)) for label, n in f["requests_per_alloc"].items()]
     rows += [

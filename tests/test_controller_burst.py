@@ -25,6 +25,7 @@ KEYS = {
     "peak_rss_mib",
     "baseline_rss_mib",
     "log_lines_per_alloc",
+    "pool_status_writes_after",
 }
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,7 @@ def test_a_small_burst_prints_its_figures_and_writes_two_requests_per_pod(tmp_pa
     assert "create events" not in per_alloc, per_alloc
     assert not [label for label in per_alloc if "(" in label], per_alloc  # no refused request
     assert figures["pod_writes"] == 0
+    assert figures["pool_status_writes_after"] <= 2 * figures["nodes"]  # once per pool, not per pod
     assert figures["log_lines_per_alloc"] <= 1.0  # one INFO line per change of state, none per event
     assert figures["cpu_ms_per_alloc"] > 0 and figures["peak_rss_mib"] >= figures["baseline_rss_mib"] > 0
     logs = (tmp_path / "burst" / "controller.log").read_text()

@@ -12,12 +12,13 @@ states) are interned: a watch body's JSON gives each object its own copies.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 import zlib
-from collections import OrderedDict
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
@@ -72,27 +73,22 @@ def _identity(meta: Mapping[str, Any], *, namespaced: bool = True) -> dict[str, 
     return fields
 
 
-# Built by `_labels` (strings checked there): validation would copy the dict and lose the sharing.
-Labels = SkipValidation[dict[str, str]]
-_EMPTY: dict[str, str] = {}
-_LABEL_SETS: OrderedDict[tuple[tuple[str, str], ...], dict[str, str]] = OrderedDict()
-_LABEL_SETS_KEPT = 4096
+# Built by `_labels` (strings checked there): validation would copy the mapping and lose the sharing.
+Labels = SkipValidation[Mapping[str, str]]
+_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
-def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
-    """Pods of one workload carry the same labels: they share one dict (views are never changed)."""
+@functools.lru_cache(maxsize=4096)
+def _shared_labels(items: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
+    return MappingProxyType(dict(items))
+
+
+def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
+    """Pods of one workload carry the same labels: they share one read-only mapping."""
     labels = meta.get("labels") or {}
     if not isinstance(labels, Mapping) or not labels:
         return _EMPTY
-    items = tuple((_intern(str(k)), _intern(str(v))) for k, v in labels.items())
-    shared = _LABEL_SETS.get(items)
-    if shared is None:
-        shared = _LABEL_SETS[items] = dict(items)
-        if len(_LABEL_SETS) > _LABEL_SETS_KEPT:
-            _LABEL_SETS.popitem(last=False)
-    else:
-        _LABEL_SETS.move_to_end(items)
-    return shared
+    return _shared_labels(tuple((_intern(str(k)), _intern(str(v))) for k, v in labels.items()))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=VIEW)
@@ -103,7 +99,7 @@ class PodView(_View):
     host_network: bool = False
     phase: str = ""
     deleting: bool = False
-    labels: Labels = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=lambda: _EMPTY)
     service_account: str = "default"
 
     @classmethod
@@ -135,7 +131,7 @@ class PodView(_View):
 @dataclass(frozen=True, slots=True, kw_only=True, config=VIEW)
 class NamespaceView(_View):
     name: str
-    labels: Labels = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> NamespaceView:
@@ -147,7 +143,7 @@ class NamespaceView(_View):
 class ServiceAccountView(_View):
     namespace: str
     name: str
-    labels: Labels = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> ServiceAccountView:

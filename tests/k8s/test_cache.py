@@ -85,3 +85,18 @@ def test_the_index_of_pnas_by_node_follows_changes() -> None:
     assert [p.name for p in state.pnas_on("n1")] == ["p"]
     state.pnas.apply_event("DELETED", {**body, "metadata": {**body["metadata"], "resourceVersion": "2"}})
     assert state.pnas_on("n1") == []
+
+
+def test_pods_of_one_workload_share_one_read_only_labels_mapping() -> None:
+    a, b = pod("a", 1), pod("b", 2)
+    for body in (a, b):
+        body["metadata"]["labels"] = {"app": "web", "tier": "front"}
+    first, second = PodView.from_k8s(a), PodView.from_k8s(b)
+    assert first.labels is second.labels and dict(first.labels) == {"app": "web", "tier": "front"}
+    try:
+        first.labels["app"] = "other"  # type: ignore[index]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a shared labels mapping could be changed")
+    assert PodView.from_k8s(pod("c", 3)).labels == {}

@@ -297,6 +297,10 @@ async def test_an_allocated_status_the_pool_does_not_back_is_allocated_again(ben
     await bench.ctx.events.flush()
     events = bench.emulator.list("v1", "Event", namespace="shop")
     assert any(e["reason"] == "ResourcesLost" and before.status["ip"] in e["message"] for e in events)
+    new_ip = again.status["ip"]
+    assert any(e["type"] == "Normal" and new_ip in e["message"] for e in events), [
+        (e["reason"], e["message"]) for e in events
+    ]  # the new address is told, not only the lost one
     assert network.pool.holding_for(key) is not None
 
 

@@ -144,12 +144,13 @@ class Allocation:
         written = await write_pna_status(self.ctx, pna, body)
         if written is None:
             return
-        self._observe(written, persisted.state if persisted else None, status, attempted=attempted)
+        self._observe(written, persisted, status, attempted=attempted)
 
     def _observe(
-        self, pna: PnaView, before: AllocationState | None, status: AllocationStatus, *, attempted: bool
+        self, pna: PnaView, persisted: AllocationStatus | None, status: AllocationStatus, *, attempted: bool
     ) -> None:
-        """Metrics and Events for a status the server accepted."""
+        """Metrics, the INFO line and Events for a status the server accepted."""
+        before = persisted.state if persisted else None
         ctx = self.ctx
         state = status.state
         ctx.metrics.transitions.labels(
@@ -174,7 +175,11 @@ class Allocation:
             message = f"{held.mode.value} {held.ip} on {held.eni_id}" + (
                 f" VLAN {held.vlan_id}" if held.vlan_id else ""
             )
-        if state is not before:  # INFO tells changes, never watch events
+        had = persisted.resources if persisted else None
+        # Allocated again after ResourcesLost (one write): the pod's address changed, which is a change.
+        moved = held is not None and had is not None and (held.ip, held.eni_id) != (had.ip, had.eni_id)
+        changed = state is not before or moved
+        if changed:  # INFO tells changes, never watch events
             logger.info(
                 "%s/%s: %s -> %s (%s)",
                 pna.namespace,
@@ -183,7 +188,14 @@ class Allocation:
                 state.value,
                 message if held is not None else status.reason,
             )
-        if not warning and state in QUIET_STATES and before not in WARNING_STATES:
+        quiet = (
+            not warning
+            and state in QUIET_STATES
+            and before not in WARNING_STATES
+            and not moved
+            and status.reason != "PrefixFallback"  # a /32 instead of an address from a /28: worth telling
+        )
+        if quiet:
             return  # the status says it (reason, resources, conditions): an Event would be a second write
-        if state is not before or (warning and attempted):
+        if changed or (warning and attempted):
             ctx.events.post(involved(pna), warning=warning, reason=status.reason, message=message)

@@ -360,11 +360,14 @@ class NodePools:
 
 
 def _gist(status: Mapping[str, Any]) -> tuple[object, ...]:
-    """What a reader must learn at once (readiness, its reason, the trunk); counts can wait."""
+    """What a reader must learn at once (readiness and why, the trunk, which ENIs the node has: a
+    `--ec2 sim` restart rebuilds the VPC from them); counts can wait."""
     conditions = tuple(
-        (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or ()
+        (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+        for c in status.get("conditions") or ()
     )
-    return conditions, status.get("trunkEniId"), status.get("limits")
+    enis = tuple(sorted(str(e.get("eniId")) for e in status.get("enis") or () if isinstance(e, Mapping)))
+    return conditions, status.get("trunkEniId"), status.get("limits"), enis
 
 
 def _condition(status: JsonObject, kind: str) -> JsonObject | None:
