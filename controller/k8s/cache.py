@@ -133,15 +133,23 @@ class Store(Generic[K, V]):
 
     def replace(self, bodies: Iterable[Mapping[str, Any]], list_version: str) -> list[Change[K, V]]:
         """Make the store what a full list at `list_version` says, keeping anything newer than it."""
-        changes: list[Change[K, V]] = []
         listed: set[K] = set()
-        for body in bodies:
-            view = self._parse(body)
-            key = self._key_of(view)
-            listed.add(key)
-            change = self.upsert(view)
-            if change is not None:
-                changes.append(change)
+        changes = [c for c in (self.upsert_listed(body, listed) for body in bodies) if c is not None]
+        return changes + self.finish_list(listed, list_version)
+
+    def upsert_listed(self, body: Mapping[str, Any], listed: set[K]) -> Change[K, V] | None:
+        """One object of a list being read (page by page); its key joins `listed`."""
+        if self._held_as_new(body):  # unchanged since we last saw it: a resync parses nothing
+            meta = body.get("metadata") or {}
+            listed.add((meta.get("namespace"), meta["name"]) if self._namespaced else meta["name"])  # type: ignore[arg-type]
+            return None
+        view = self._parse(body)
+        listed.add(self._key_of(view))
+        return self.upsert(view)
+
+    def finish_list(self, listed: set[K], list_version: str) -> list[Change[K, V]]:
+        """After the last page: drop what the list (taken at `list_version`) no longer has."""
+        changes: list[Change[K, V]] = []
         for key in [k for k in self._items if k not in listed]:
             held = self._items[key]
             if not held.resource_version or newer_or_same(list_version, held.resource_version):

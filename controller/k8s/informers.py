@@ -88,13 +88,21 @@ class Informers:
     async def relist(self, kind: str) -> None:
         """List the kind and make its cache exactly what the API server has."""
         self._last[kind] = asyncio.get_running_loop().time()
+        store = self.stores[kind]
+        listed: set[Any] = set()
+        version = ""
         try:
-            items, version = await self.kube.list(REFS[kind])
+            async for items, page_version in self.kube.pages(REFS[kind]):  # a page of bodies at a time
+                version = page_version
+                for body in items:
+                    change = store.upsert_listed(body, listed)
+                    if change is not None:
+                        self.on_change(kind, change)
         except NotFound:
             if kind != "securitygrouppolicies":
                 raise
-            items, version = [], ""  # the SecurityGroupPolicy CRD is not installed: no pod gets groups
-        for change in self.stores[kind].replace(items, version):
+            version = ""  # the SecurityGroupPolicy CRD is not installed: no pod gets groups
+        for change in store.finish_list(listed, version):
             self.on_change(kind, change)
 
     def schedule(self, kind: str) -> None:

@@ -19,7 +19,7 @@ import json
 import ssl
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -30,6 +30,9 @@ from controller.k8s.resources import EVENTS, LEASES, ResourceRef
 JsonObject = dict[str, Any]
 FORBIDDEN_WRITE_PLURALS = frozenset({"pods", "nodes"})
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+JsonPage = list[JsonObject]  # named here: inside KubeApi, `list` is a method
 
 
 class KubeError(Exception):
@@ -108,6 +111,10 @@ class KubePort(Protocol):
     """What the reconcilers ask of the API server. `KubeApi` is the real one."""
 
     async def list(self, ref: ResourceRef, namespace: str | None = None) -> tuple[list[JsonObject], str]: ...
+
+    def pages(
+        self, ref: ResourceRef, namespace: str | None = None
+    ) -> AsyncIterator[tuple[JsonPage, str]]: ...
 
     async def get(self, ref: ResourceRef, name: str, namespace: str | None = None) -> JsonObject | None: ...
 
@@ -227,12 +234,24 @@ class KubeApi:
     # ----- the generic verbs ----------------------------------------------------------------------
     async def list(self, ref: ResourceRef, namespace: str | None = None) -> tuple[list[JsonObject], str]:
         """Every object (paged), and the list's resourceVersion (the point in time it shows)."""
-        items: list[JsonObject] = []
+        items: JsonPage = []
+        version = ""
+        async for page, page_version in self.pages(ref, namespace):
+            items.extend(page)
+            version = page_version
+        return items, version
+
+    async def pages(
+        self, ref: ResourceRef, namespace: str | None = None
+    ) -> AsyncIterator[tuple[JsonPage, str]]:
+        """The list a page at a time, each with the list's resourceVersion (every page shows that
+        point in time): a relist of 10,000 objects never holds more than a page of bodies."""
         token = ""
         version = ""
         while True:
             query = [("limit", str(self.page_size))] + ([("continue", token)] if token else [])
             page = await self._request("GET", ref.collection_path(namespace), query=query)
+            items: JsonPage = []
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", ref.api_version)
                 item.setdefault("kind", ref.kind)
@@ -240,8 +259,9 @@ class KubeApi:
             meta = page.get("metadata") or {}
             version = version or str(meta.get("resourceVersion") or "")
             token = str(meta.get("continue") or "")
+            yield items, version
             if not token:
-                return items, version
+                return
 
     async def get(self, ref: ResourceRef, name: str, namespace: str | None = None) -> JsonObject | None:
         try:

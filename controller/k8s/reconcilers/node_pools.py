@@ -362,8 +362,13 @@ class NodePools:
 def _gist(status: Mapping[str, Any]) -> tuple[object, ...]:
     """What a reader must learn at once (readiness and why, the trunk, which ENIs the node has: a
     `--ec2 sim` restart rebuilds the VPC from them); counts can wait."""
-    conditions = tuple(
-        (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+    conditions = tuple(  # the Ready message says why; the subnet's message only carries counts
+        (
+            c.get("type"),
+            c.get("status"),
+            c.get("reason"),
+            c.get("message") if c.get("type") == "Ready" else "",
+        )
         for c in status.get("conditions") or ()
     )
     enis = tuple(sorted(str(e.get("eniId")) for e in status.get("enis") or () if isinstance(e, Mapping)))
