@@ -52,6 +52,9 @@ PODS_PER_NODE = 100
 # The memory phases read RSS once the controller is quiet and has given freed heap pages back (it
 # trims every 5 s): the memory it keeps, not the burst's transient peak (peak_rss_mib is that).
 SETTLE_S = 6.0
+# The memory phases resync (list every kind again) this often, so the end figure includes what a
+# full relist of the 10,000 objects leaves behind, as a controller running for hours would show.
+MEMORY_RESYNC_S = 10.0
 POOL_STATUS_INTERVAL_S = 10.0  # ControllerConfig.pool_status_interval_s, the default
 PNA_PATH = "/apis/netalloc.dev/v1alpha1/podnetworkallocations"
 NNP_PATH = "/apis/netalloc.dev/v1alpha1/nodenetworkpools"
@@ -107,6 +110,7 @@ class Cluster:
         self.session: aiohttp.ClientSession | None = None
         self.profile: Path | None = None
         self.profile_tool = str(Path(sys.executable).with_name("py-spy"))
+        self.controller_env: dict[str, str] = {}
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Cluster]:
@@ -182,6 +186,7 @@ class Cluster:
             ENABLE_POD_ENI="true" if self.branch_per_node else "false",
             WARM_BRANCH_ENI_TARGET=str(self.branch_per_node),
         )
+        env.update(self.controller_env)
         self.controller = Process(
             [
                 *(sys.executable, "-m", "controller.cli", "run", "--kubeconfig", str(kubeconfig)),
@@ -385,6 +390,7 @@ async def burst(
 async def idle_pods_memory(pods: int, nodes: int, workdir: Path) -> dict[str, float]:
     """RSS growth of an idle controller when `pods` pods appear in a namespace it does not manage."""
     cluster = Cluster(workdir, per_node=1, branch_per_node=0)
+    cluster.controller_env = {"RESYNC_INTERVAL_S": str(MEMORY_RESYNC_S)}
     async with cluster.running():
         await cluster.setup(nodes)
         assert cluster.controller is not None
@@ -404,6 +410,7 @@ async def allocated_memory(pods: int, workdir: Path) -> dict[str, float]:
     """RSS growth of a controller on warm pools once `pods` pods are Allocated (their pods included)."""
     nodes = -(-pods // PODS_PER_NODE)
     cluster = Cluster(workdir, per_node=PODS_PER_NODE, branch_per_node=0)
+    cluster.controller_env = {"RESYNC_INTERVAL_S": str(MEMORY_RESYNC_S)}
     async with cluster.running():
         await cluster.setup(nodes)
         assert cluster.controller is not None

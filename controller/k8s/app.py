@@ -121,6 +121,12 @@ async def run(options: RunOptions) -> None:
             cluster_name=options.cluster_name,
             namespace_selector=options.namespace_selector,
             pool=pool_settings_from_env(),
+            # RESYNC_INTERVAL_S: how often every watched kind is listed again (default 300 s).
+            **(
+                {"resync_interval_s": os.environ["RESYNC_INTERVAL_S"]}
+                if "RESYNC_INTERVAL_S" in os.environ
+                else {}
+            ),
         ),
         ec2=ec2,
         limits_for=limits.get,
