@@ -387,15 +387,21 @@ async def burst(
         }
 
 
+async def memory_baseline(cluster: Cluster, nodes: int) -> float:
+    """A memory phase's controller (resyncing often) on warm pools, and its settled RSS."""
+    cluster.controller_env = {"RESYNC_INTERVAL_S": str(MEMORY_RESYNC_S)}
+    await cluster.setup(nodes)
+    assert cluster.controller is not None
+    await asyncio.sleep(SETTLE_S)  # the baseline settled as the end figure will be
+    return cluster.controller.status_mib("VmRSS")
+
+
 async def idle_pods_memory(pods: int, nodes: int, workdir: Path) -> dict[str, float]:
     """RSS growth of an idle controller when `pods` pods appear in a namespace it does not manage."""
     cluster = Cluster(workdir, per_node=1, branch_per_node=0)
-    cluster.controller_env = {"RESYNC_INTERVAL_S": str(MEMORY_RESYNC_S)}
     async with cluster.running():
-        await cluster.setup(nodes)
+        baseline = await memory_baseline(cluster, nodes)
         assert cluster.controller is not None
-        await asyncio.sleep(SETTLE_S)  # the baseline settled as the end figure will be
-        baseline = cluster.controller.status_mib("VmRSS")
         await cluster.create_pods(((f"idle-{i:05d}", i % nodes, "batch") for i in range(pods)), IDLE)
         await cluster.wait_quiet()
         await asyncio.sleep(SETTLE_S)
@@ -410,12 +416,9 @@ async def allocated_memory(pods: int, workdir: Path) -> dict[str, float]:
     """RSS growth of a controller on warm pools once `pods` pods are Allocated (their pods included)."""
     nodes = -(-pods // PODS_PER_NODE)
     cluster = Cluster(workdir, per_node=PODS_PER_NODE, branch_per_node=0)
-    cluster.controller_env = {"RESYNC_INTERVAL_S": str(MEMORY_RESYNC_S)}
     async with cluster.running():
-        await cluster.setup(nodes)
+        baseline = await memory_baseline(cluster, nodes)
         assert cluster.controller is not None
-        await asyncio.sleep(SETTLE_S)  # the baseline settled as the end figure will be
-        baseline = cluster.controller.status_mib("VmRSS")
         figures = await allocate(cluster, pods, nodes, branch_per_node=0, timeout=1800)
         await cluster.wait_quiet()
         await asyncio.sleep(SETTLE_S)

@@ -1,8 +1,9 @@
 """Caches of watched objects that a relist can correct.
 
 A watch can miss deletions: after a 410 Gone kopf lists again and replays what exists, but says
-nothing of what went away in the gap. `Store.replace` takes a full list and its resourceVersion, as
-client-go's reflector does: objects missing from the list that the list is newer than are dropped.
+nothing of what went away in the gap. `Store.upsert_listed` takes a full list page by page and
+`finish_list` its resourceVersion, as client-go's reflector does: objects missing from the list that
+the list is newer than are dropped.
 Resource versions order the writes, so an event older than what the store holds (the echo of a write
 whose answer was applied first, or a late event after a relist) changes nothing, and a recent
 deletion is remembered (a tombstone) so a stale list cannot bring the object back.
@@ -11,7 +12,7 @@ deletion is remembered (a tombstone) so a stale list cannot bring the object bac
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -94,14 +95,19 @@ class Store(Generic[K, V]):
             return self.remove(self._key_of(view), view.resource_version)
         return self.upsert(view)
 
-    def _held_as_new(self, body: Mapping[str, Any]) -> bool:
+    def _raw_key(self, body: Mapping[str, Any]) -> Any:
+        """The key of an unparsed body, or None when it has no name."""
         meta = body.get("metadata") or {}
         name = meta.get("name")
-        version = meta.get("resourceVersion")
-        if not isinstance(name, str) or not isinstance(version, str) or not version:
+        if not isinstance(name, str):
+            return None
+        return (meta.get("namespace"), name) if self._namespaced else name
+
+    def _held_as_new(self, body: Mapping[str, Any]) -> bool:
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        key = self._raw_key(body)
+        if key is None or not isinstance(version, str) or not version:
             return False
-        namespace = meta.get("namespace")
-        key: Any = (namespace, name) if self._namespaced else name
         held = self._items.get(key)
         return held is not None and newer_or_same(held.resource_version, version)
 
@@ -131,17 +137,10 @@ class Store(Generic[K, V]):
         del self._items[key]
         return self._notify(Change(key, old, None))
 
-    def replace(self, bodies: Iterable[Mapping[str, Any]], list_version: str) -> list[Change[K, V]]:
-        """Make the store what a full list at `list_version` says, keeping anything newer than it."""
-        listed: set[K] = set()
-        changes = [c for c in (self.upsert_listed(body, listed) for body in bodies) if c is not None]
-        return changes + self.finish_list(listed, list_version)
-
     def upsert_listed(self, body: Mapping[str, Any], listed: set[K]) -> Change[K, V] | None:
         """One object of a list being read (page by page); its key joins `listed`."""
         if self._held_as_new(body):  # unchanged since we last saw it: a resync parses nothing
-            meta = body.get("metadata") or {}
-            listed.add((meta.get("namespace"), meta["name"]) if self._namespaced else meta["name"])  # type: ignore[arg-type]
+            listed.add(self._raw_key(body))
             return None
         view = self._parse(body)
         listed.add(self._key_of(view))

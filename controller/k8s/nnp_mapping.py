@@ -81,22 +81,31 @@ def new_nnp(*, node: NodeView, spec: JsonObject) -> JsonObject:
     }
 
 
-def ready_condition(
-    previous: Sequence[Mapping[str, Any]], *, ready: bool, reason: str, message: str, now: float
+def _nnp_condition(
+    previous: Sequence[Mapping[str, Any]], kind: str, *, true: bool, reason: str, message: str, now: float
 ) -> JsonObject:
-    """The pool's `Ready` condition; its lastTransitionTime is kept while its status stays the same."""
-    status = "True" if ready else "False"
-    before = next((c for c in previous if c.get("type") == "Ready"), None)
+    """A pool condition whose lastTransitionTime is kept while its status stays the same."""
+    status = "True" if true else "False"
+    before = next((c for c in previous if c.get("type") == kind), None)
     since = (
         before.get("lastTransitionTime") if before is not None and before.get("status") == status else None
     )
     return {
-        "type": "Ready",
+        "type": kind,
         "status": status,
-        "reason": condition_reason(reason),
+        "reason": reason,
         "message": message[:32768],
         "lastTransitionTime": since or rfc3339(now),
     }
+
+
+def ready_condition(
+    previous: Sequence[Mapping[str, Any]], *, ready: bool, reason: str, message: str, now: float
+) -> JsonObject:
+    """The pool's `Ready` condition."""
+    return _nnp_condition(
+        previous, "Ready", true=ready, reason=condition_reason(reason), message=message, now=now
+    )
 
 
 def subnet_status(report: SubnetReport) -> JsonObject:
@@ -114,18 +123,10 @@ def fragmented_condition(
     previous: Sequence[Mapping[str, Any]], report: SubnetReport, *, now: float
 ) -> JsonObject:
     """`SubnetFragmented`: True while free addresses would hold prefixes that no free /28 block can."""
-    status = "True" if report.fragmented else "False"
-    before = next((c for c in previous if c.get("type") == "SubnetFragmented"), None)
-    since = (
-        before.get("lastTransitionTime") if before is not None and before.get("status") == status else None
+    reason = "FreeAddressesButNoPrefixBlocks" if report.fragmented else "PrefixBlocksAvailable"
+    return _nnp_condition(
+        previous, "SubnetFragmented", true=report.fragmented, reason=reason, message=report.advice, now=now
     )
-    return {
-        "type": "SubnetFragmented",
-        "status": status,
-        "reason": "FreeAddressesButNoPrefixBlocks" if report.fragmented else "PrefixBlocksAvailable",
-        "message": report.advice[:32768],
-        "lastTransitionTime": since or rfc3339(now),
-    }
 
 
 def nnp_status(

@@ -224,15 +224,8 @@ def pack_json(value: Mapping[str, Any]) -> bytes:
     """A JSON object (without its nulls) as deflated text: how the PNA cache keeps statuses."""
     if not value:
         return b""
-    return zlib.compress(json.dumps(_without_nulls(value), separators=(",", ":")).encode(), 1)
+    return zlib.compress(json.dumps(compact(value), separators=(",", ":")).encode(), 1)
 
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def unpack_json(packed: bytes) -> JsonObject:
