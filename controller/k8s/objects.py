@@ -227,7 +227,6 @@ def pack_json(value: Mapping[str, Any]) -> bytes:
     return zlib.compress(json.dumps(compact(value), separators=(",", ":")).encode(), 1)
 
 
-
 def unpack_json(packed: bytes) -> JsonObject:
     loaded = json.loads(zlib.decompress(packed)) if packed else {}
     return loaded if isinstance(loaded, dict) else {}
