@@ -328,3 +328,24 @@ async def test_a_release_waits_until_the_node_s_pool_is_loaded(bench: Bench) -> 
     await bench.runtime.reconcilers.reconcile(pna_item("shop", "p"))
     assert bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop") is None
     assert key not in network.held_keys()
+
+
+async def test_a_pna_deleted_after_its_pod_is_released_even_when_the_cache_still_has_the_pod(
+    bench: Bench,
+) -> None:
+    """The garbage collector deletes the PNA once the pod is gone; the PNA's event can come before the
+    pod's. The cache still shows the pod, the API server does not: the address is released, not kept."""
+    await bench.node("n1")
+    await bench.pod("p", "n1")
+    pna = bench.ctx.state.pnas.get(("shop", "p"))
+    assert pna is not None and pna.status["state"] == "Allocated"
+    key = pna.allocation_key
+    network = bench.runtime.networks["n1"]
+    bench.emulator.delete("v1", "Pod", "p", "shop")
+    bench.emulator.delete("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop")
+    await bench.runtime.relist("podnetworkallocations")  # the pod watch lags: only the PNA's news came
+    assert bench.ctx.state.pods.get(("shop", "p")) is not None
+    await bench.runtime.reconcilers.reconcile(pna_item("shop", "p"))
+    assert bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop") is None
+    assert key not in network.held_keys()
+    assert bench.ctx.state.pods.get(("shop", "p")) is None  # the cache learnt it too

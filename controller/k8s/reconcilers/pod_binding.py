@@ -103,7 +103,7 @@ class PodBinding:
             and not existing.deleting
             and (pod is None or pod.uid != existing.spec.pod_uid)
         ):
-            pod = await self._confirm_pod(key, pod)
+            pod = await self.confirm_pod(key, pod)
         desired = self.desired(pod, existing)
         if existing is None:
             return await self._create(pod, desired) if pod is not None and desired is not None else None
@@ -118,7 +118,7 @@ class PodBinding:
             return await self._correct(existing, desired)
         return existing
 
-    async def _confirm_pod(self, key: tuple[str, str], cached: PodView | None) -> PodView | None:
+    async def confirm_pod(self, key: tuple[str, str], cached: PodView | None) -> PodView | None:
         """Ask the API server, not the cache, before deciding a pod is gone."""
         body = await self.ctx.kube.get(PODS, key[1], key[0])
         if body is None:

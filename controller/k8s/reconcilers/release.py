@@ -33,6 +33,11 @@ class Release:
         if RELEASE_FINALIZER not in pna.finalizers:
             return Result()  # not held back by us: it goes by itself
         remaining = [f for f in pna.finalizers if f != RELEASE_FINALIZER]
+        if pod is not None and pod.uid == pna.spec.pod_uid:
+            # The pod and its PNA come on separate watches: the PNA's deletion (by the garbage collector,
+            # once the pod is gone) can arrive before the pod's. Ask the API server before keeping an
+            # address for a pod that may have gone: the cache's word would strand it until a node pass.
+            pod = await self.binding.confirm_pod((pna.namespace, pna.name), pod)
         if pod is not None and pod.uid == pna.spec.pod_uid and self.binding.desired(pod, pna) is not None:
             ctx.events.post(
                 involved(pna),
