@@ -827,6 +827,10 @@ class NodeNetwork:
             return
         self._background = self._refill = asyncio.ensure_future(self.reconcile())
 
+    def busy(self) -> bool:
+        """A refill (asked for or in the background) is in flight: ENIs may exist the pool has not seen."""
+        return any(task is not None and not task.done() for task in (self._refill, self._background))
+
     async def close(self) -> None:
         """Stop background work. In-flight steps finish: cancelling one mid-call could orphan an ENI."""
         self.registered = False  # no new background top-ups

@@ -141,7 +141,11 @@ def _resources(raw: Mapping[str, Any]) -> AssignedResources | None:
 
 def read_status(pna: PnaView) -> StatusRead:
     """The status as last persisted; unreadable ones say why and keep the address they record."""
-    raw = pna.status
+    return read_status_body(pna.status, f"{pna.namespace}/{pna.name}")
+
+
+def read_status_body(raw: Mapping[str, Any], name: str = "a PodNetworkAllocation") -> StatusRead:
+    """`read_status` of a status body (what the API server holds under `status`)."""
     if not raw.get("state"):
         return StatusRead()
     try:
@@ -170,6 +174,4 @@ def read_status(pna: PnaView) -> StatusRead:
         except (ValidationError, ValueError, TypeError):
             salvaged = None
         problem = str(error).replace("\n", " ")[:400]
-        return StatusRead(
-            problem=f"status of {pna.namespace}/{pna.name} cannot be read: {problem}", salvaged=salvaged
-        )
+        return StatusRead(problem=f"status of {name} cannot be read: {problem}", salvaged=salvaged)

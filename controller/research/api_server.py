@@ -64,6 +64,9 @@ class KubeObject:
     spec: Mapping[str, Any] = field(default_factory=dict)
     status: Mapping[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
+    # The rest of the metadata, for the clients that use it (netalloc's runtime): finalizers,
+    # ownerReferences, and deletionTimestamp once a delete waits for finalizers.
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> ObjectKey:
@@ -307,6 +310,11 @@ class ApiServer:
         for w in self._watches.get(obj.kind, ()):
             w._enqueue(event_type, obj)
 
+    @property
+    def resource_version(self) -> int:
+        """The newest resourceVersion given out (a list's version)."""
+        return self._rv
+
     def _next_rv(self) -> int:
         self._rv += 1
         return self._rv
@@ -377,8 +385,10 @@ class ApiServer:
         if resource_version is not None and resource_version != current.resource_version:
             raise ConflictError(obj_key)
         metadata = patch.get("metadata", {})
+        extra = {k: v for k, v in metadata.items() if k not in ("labels", "annotations", "resourceVersion")}
         new = replace(
             current,
+            meta=json_merge_patch(current.meta, extra) if extra else current.meta,
             labels=json_merge_patch(current.labels, metadata["labels"])
             if "labels" in metadata
             else current.labels,
@@ -393,6 +403,9 @@ class ApiServer:
         if current.kind == POD:
             new = self._admit_pod(Operation.UPDATE, new)
             validate_pod_update(current, new)
+        if new.meta.get("deletionTimestamp") is not None and not new.meta.get("finalizers"):
+            self._put(new)
+            return self._remove(obj_key)  # the last finalizer went: the delete completes
         return self._commit(new)
 
     def apply_bind(self, obj_key: ObjectKey, node_name: str) -> KubeObject:
@@ -406,7 +419,21 @@ class ApiServer:
         self._notify("MODIFIED", stored)
         return stored
 
-    def apply_delete(self, obj_key: ObjectKey) -> KubeObject:
+    def apply_delete(self, obj_key: ObjectKey, *, uid: str | None = None) -> KubeObject:
+        """Delete (only the object with `uid`, if given: 409 otherwise). An object with finalizers
+        stays, marked with deletionTimestamp, until a patch removes the last of them."""
+        current = self._existing(obj_key)
+        if uid is not None and current.uid != uid:
+            raise ConflictError(obj_key)
+        if current.meta.get("finalizers"):
+            if current.meta.get("deletionTimestamp") is not None:
+                return current
+            return self._commit(
+                replace(current, meta={**current.meta, "deletionTimestamp": self.clock.now()})
+            )
+        return self._remove(obj_key)
+
+    def _remove(self, obj_key: ObjectKey) -> KubeObject:
         current = self._existing(obj_key)
         del self._store[obj_key]
         del self._by_kind[obj_key[0]][obj_key]
@@ -502,8 +529,13 @@ class ApiClient:
     async def bind(self, obj_key: ObjectKey, node_name: str) -> KubeObject:
         return await self._write(obj_key[0], lambda: self.server.apply_bind(obj_key, node_name))
 
-    async def delete(self, obj_key: ObjectKey) -> KubeObject:
-        return await self._write(obj_key[0], lambda: self.server.apply_delete(obj_key))
+    async def delete(self, obj_key: ObjectKey, *, uid: str | None = None) -> KubeObject:
+        return await self._write(obj_key[0], lambda: self.server.apply_delete(obj_key, uid=uid))
+
+    async def list_objects(self, kind: str) -> list[KubeObject]:
+        await self._request()
+        self.stats.reads += 1
+        return self.server.list_kind(kind)
 
     def event(self, involved: ObjectKey, reason: str, message: str) -> None:
         self.server.record_event(self.name, involved, reason, message)

@@ -26,6 +26,7 @@ from controller.research.ipamd_baseline import IpamdBaseline
 from controller.research.metrics import ApproachMetrics, MetricsRecorder, summarise
 from controller.research.scenarios import ScenarioName, ScenarioParams, scenario_params
 from controller.research.security_group_policy import pod_eni_webhook, prestop_policy_webhook
+from controller.research.sim_kube import zone_lookup
 from controller.research.sim_world import SimWorld
 from controller.research.virtual_time import run_virtual
 from controller.research.workload import Workload, WorkloadOutcome
@@ -135,6 +136,7 @@ def _make_approach(
         k8s_client_qps=params.crd_k8s_client_qps,
         k8s_client_burst=params.crd_k8s_client_burst,
         mode=mode,
+        zone_of=zone_lookup(world.vpc.instances),
     )
     return crd, ["netalloc"]
 

@@ -1,12 +1,16 @@
-"""The crd approach: netalloc's own core and engine driven by the simulated control plane.
+"""The crd approach: netalloc's own controller runtime, driven by the simulated control plane.
 
-Nothing here re-implements allocation. Per node, netalloc's `NodeNetwork` (controller/engine)
-registers the node (trunk and pool pre-allocation by `controller.core.pool_planner`); per pod, a
-PodNetworkAllocation object is created and `controller.engine.allocation_driver.allocation_step`
-moves its `AllocationStatus` (controller/core/allocation_state) one step at a time; each changed
-status is written to the PNA's status subresource with optimistic concurrency. The node's CNI
-reads the PNA (a watch), never a pod annotation, so pods are only ever watched: no pod write, no
-pod admission webhook on the path.
+Nothing here allocates, orchestrates or retries. The crd side is `controller.k8s.runtime.ControllerRuntime`
+as `netalloc run` starts it: its caches, its one rate-limited work queue with per-item backoff, its
+workers and reconcilers (pod binding, allocation, release, node pools, leaks, subnet reports), with the
+shipped `ControllerConfig` defaults. `controller.research.sim_kube` gives it the simulated API server as
+its `KubePort` and delivers the watch events kopf would. EC2 is the simulated VPC behind the same client
+as the boto3 adapter (`Boto3Ec2.from_config`: one 12 QPS / burst 18 bucket, a token per logical call,
+`max_attempts=1` so the engine's `RetryPolicy` is the one retry layer).
+
+What is left here is the harness's view: the node agent (the CNI side, which reads PNAs and survives the
+controller's restarts) marks a pod network-ready when its PNA says Allocated, and the questions the
+harness asks (stuck reasons, ENIs owned) are answered from the API server and the runtime's pools.
 """
 
 from __future__ import annotations
@@ -15,63 +19,51 @@ import asyncio
 import contextlib
 import random
 import zlib
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.adapters.rate_limiter import RateLimiter
 from controller.clock import Clock
-from controller.core.allocation_model import AllocationMode, AllocationRequest
+from controller.core.allocation_model import AllocationMode
 from controller.core.allocation_state import AllocationState, AllocationStatus
-from controller.core.errors import Ec2Error, ErrorClass
-from controller.core.instance_limits import limits_for
+from controller.core.errors import ErrorClass
+from controller.core.instance_limits import InstanceLimits, limits_for
 from controller.core.node_pool import BranchState
-from controller.core.pool_planner import plan_pool
 from controller.core.retry_policy import RetryPolicy
-from controller.core.subnet_report import subnet_report
-from controller.engine.allocation_driver import allocation_step, release_step
-from controller.engine.node_network import NodeNetwork, open_node_network
+from controller.k8s.informers import REFS
+from controller.k8s.pna_mapping import read_status_body
+from controller.k8s.reconcilers.context import ControllerConfig
+from controller.k8s.runtime import ControllerRuntime
 from controller.ports.ec2 import Ec2Port, InstanceTypeInfo
-from controller.research.api_server import (
-    NODE,
-    POD,
-    AlreadyExistsError,
-    ApiClient,
-    ApiServer,
-    ConflictError,
-    KubeObject,
-    NotFoundApiError,
-    Watch,
-)
+from controller.research.api_server import ApiServer, KubeObject
 from controller.research.client_limited_ec2 import ClientLimitedEc2
 from controller.research.metrics import MetricsRecorder
 from controller.research.sdk_client import SdkRetryingClient
-from controller.research.security_group_policy import SGP, security_groups_for_pod
+from controller.research.sim_kube import SimKube
 from controller.research.virtual_time import spawn
 from controller.settings import PoolSettings
 
 PNA = "PodNetworkAllocation"
 NODE_POOL = "NodeNetworkPool"
-
-
-def pod_key(obj: KubeObject) -> str:
-    return f"{obj.namespace}/{obj.name}"
-
-
-def status_to_object(status: AllocationStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json")
+NAMESPACE = "Namespace"
+MANAGED_LABEL = {"netalloc.dev/managed": "true"}  # ControllerConfig.namespace_selector's default
+# Boto3Ec2.from_config's defaults, the client `netalloc run --ec2 aws` builds.
+EC2_CLIENT_QPS, EC2_CLIENT_BURST = 12.0, 18
+HEAP_TRIM_S = 1e9  # malloc_trim gives nothing back in a simulation: never
 
 
 def status_from_object(data: Mapping[str, Any]) -> AllocationStatus | None:
-    return AllocationStatus.model_validate(data) if data else None
+    """A PNA status as the runtime writes it (controller.k8s.pna_mapping), or None."""
+    return read_status_body(data).status
 
 
 class CrdAllocator:
-    """netalloc in the simulation. `crash()` cancels everything and forgets all in-memory state."""
+    """netalloc in the simulation. `crash()` stops the runtime and forgets all in-memory state."""
 
     name = "crd"
     implementation = (
-        "netalloc: controller.engine.NodeNetwork + controller.engine.allocation_driver + "
-        "controller.core (pool_planner, node_pool, allocation_state, retry_policy)"
+        "netalloc: controller.k8s.runtime.ControllerRuntime (caches, one work queue, workers, reconcilers) "
+        "over controller.engine and controller.core, with the shipped ControllerConfig"
     )
 
     def __init__(
@@ -89,8 +81,8 @@ class CrdAllocator:
         recorder: MetricsRecorder,
         k8s_client_qps: float | None,
         k8s_client_burst: int | None,
-        pool_loop_s: float = 30.0,
         mode: AllocationMode = AllocationMode.BRANCH_ENI,
+        zone_of: Callable[[str], str] | None = None,
     ) -> None:
         self.api = api
         self.raw_ec2 = ec2
@@ -104,382 +96,124 @@ class CrdAllocator:
         self.recorder = recorder
         self.k8s_client_qps = k8s_client_qps
         self.k8s_client_burst = k8s_client_burst
-        self.pool_loop_s = pool_loop_s
         self.mode = mode
+        self._zone_of = zone_of or (lambda _instance_id: "sim-1a")
         self.generation = 0
-        self.first_shortage_at_s: float | None = None  # a pod first found no /28 (fallback or wait)
-        self.exhaustion_known_at_s: float | None = None  # netalloc's subnet report first said so
-        self.subnet_report_interval_s = 30.0
-        self._reset_memory()
+        self.first_shortage_at_s: float | None = None  # a PNA first said it found no /28
+        self.exhaustion_known_at_s: float | None = None  # a NodeNetworkPool first said SubnetFragmented
+        self.runtime: ControllerRuntime | None = None
+        self.kube: SimKube | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ensure_namespace_labelled()
         # The node agent (CNI side) reads PNAs; it is not the controller and survives its restarts.
         self._agent_watch = api.watch(PNA, self._agent_on_pna)
+        self._pool_watch = api.watch(NODE_POOL, self._on_pool)
+
+    def _ensure_namespace_labelled(self) -> None:
+        """The cluster admin's step: label the workload's namespace for netalloc (done before it starts)."""
+        namespaces = {
+            o.namespace for kind in ("SecurityGroupPolicy", "Pod") for o in self.api.list_kind(kind)
+        }
+        for namespace in sorted(namespaces | {"apps"}):
+            if self.api.peek(NAMESPACE, "", namespace) is None:
+                self.api.apply_create(
+                    KubeObject(kind=NAMESPACE, namespace="", name=namespace, labels=MANAGED_LABEL)
+                )
+
+    def config(self) -> ControllerConfig:
+        return ControllerConfig(
+            cluster_name=self.cluster_name,
+            pool=self.settings,
+            policy=self.policy,
+            heap_trim_interval_s=HEAP_TRIM_S,
+        )
 
     # ------------------------------------------------------------------ lifecycle
-    def _reset_memory(self) -> None:
-        self.generation += 1
-        self.networks: dict[str, NodeNetwork] = {}
-        self.node_ready: dict[str, asyncio.Event] = {}
-        self.node_cache: dict[str, KubeObject] = {}
-        self.pod_cache: dict[str, KubeObject] = {}
-        self.pna_by_node: dict[str, dict[str, KubeObject]] = {}
-        self.policies: dict[str, list[KubeObject]] = {}
-        self.drivers: dict[str, asyncio.Task[None]] = {}
-        self.statuses: dict[str, AllocationStatus] = {}
-        self.gave_up: set[str] = set()
-        self._in_step: set[str] = set()
-        self._pool_wake: dict[str, asyncio.Event] = {}
-        self._pool_registered = asyncio.Event()
-        self._busy_ops = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._watches: list[Watch] = []
-        self._rng = random.Random((self.seed * 104729 + self.generation) ^ zlib.crc32(b"netalloc"))
-
     def start(self) -> None:
-        # netalloc's boto3 adapter defaults (Boto3Ec2.from_config): 12 QPS / burst 18, 3 attempts.
+        self.generation += 1
+        self._ensure_namespace_labelled()
+        rng = random.Random((self.seed * 104729 + self.generation) ^ zlib.crc32(b"netalloc"))
         self.sdk = SdkRetryingClient(
             clock=self.clock,
-            limiter=RateLimiter.per_second(12.0, 18, self.clock),
-            rng=random.Random(self._rng.getrandbits(64)),
-            max_attempts=3,
+            limiter=RateLimiter.per_second(EC2_CLIENT_QPS, EC2_CLIENT_BURST, self.clock),
+            rng=random.Random(rng.getrandbits(64)),
+            max_attempts=1,  # as `netalloc run` builds it: the engine's RetryPolicy is the one retry layer
             min_retry_delay_s=0.030,
             min_throttle_delay_s=0.5,
         )
         self.ec2: Ec2Port = ClientLimitedEc2(self.raw_ec2, self.sdk)
-        self.client: ApiClient = self.api.client(
-            "netalloc", qps=self.k8s_client_qps, burst=self.k8s_client_burst
+        client = self.api.client("netalloc", qps=self.k8s_client_qps, burst=self.k8s_client_burst)
+        self.kube = SimKube(self.api, client, zone_of=self._zone_of)
+
+        async def lookup_limits(instance_type: str) -> InstanceLimits:
+            return limits_for(self.instance_types[instance_type], self.branch_limits)
+
+        self.runtime = ControllerRuntime(
+            config=self.config(),
+            ec2=self.ec2,
+            limits_for=lookup_limits,
+            kube=self.kube,
+            clock=self.clock,
+            seed=rng.getrandbits(32),
         )
-        self._spawn(self._subnet_reports(), "netalloc-subnet-reports")
-        self._watches = [
-            self.api.watch(SGP, self._on_policy),
-            self.api.watch(PNA, self._on_pna),
-            self.api.watch(NODE, self._on_node),
-            self.api.watch(POD, self._on_pod),
-        ]
+        runtime, kube = self.runtime, self.kube
+
+        async def run() -> None:
+            await runtime.start()  # lists every kind, then the workers start
+            kube.watch(REFS, runtime.on_event)
+
+        spawn(run(), name="netalloc-runtime", registry=self._tasks)
 
     async def crash(self) -> None:
-        """The controller process dies: tasks stop mid-flight, in-memory state is gone."""
-        for watch in self._watches:
-            watch.stop()
-        tasks = list(self._tasks)
-        for task in tasks:
+        """The controller process dies: its loops stop, its in-memory state is gone."""
+        if self.kube is not None:
+            self.kube.stop_watches()
+        for task in list(self._tasks):
             task.cancel()
-        for network in self.networks.values():
-            await network.close()
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._reset_memory()
+        if self.runtime is not None:
+            await self.runtime.stop()
+        self.runtime = None
 
     def restart(self) -> None:
         self.start()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        return spawn(coro, name=name, registry=self._tasks)
-
-    # ------------------------------------------------------------------ informers
-    def _on_policy(self, event: str, policy: KubeObject) -> None:
-        policies = [p for p in self.policies.get(policy.namespace, []) if p.name != policy.name]
-        if event != "DELETED":
-            policies.append(policy)
-        self.policies[policy.namespace] = policies
-
-    def _on_pna(self, event: str, pna: KubeObject) -> None:
-        key = pod_key(pna)
-        by_node = self.pna_by_node.setdefault(str(pna.spec.get("nodeName", "")), {})
-        if event == "DELETED":
-            by_node.pop(key, None)
-        else:
-            by_node[key] = pna
-
-    def _on_node(self, event: str, node: KubeObject) -> None:
-        if event == "DELETED":
-            self.node_cache.pop(node.name, None)
-            return
-        self.node_cache[node.name] = node
-        if node.name not in self.node_ready:
-            self.node_ready[node.name] = asyncio.Event()
-            self._spawn(self._register_node(node.name), f"netalloc-register-{node.name}")
-
-    def _on_pod(self, event: str, pod: KubeObject) -> None:
-        key = pod_key(pod)
-        if event == "DELETED":
-            self.pod_cache.pop(key, None)
-            self._spawn(self._release(key, pod), f"netalloc-release-{key}")
-            return
-        self.pod_cache[key] = pod
-        if pod.spec.get("nodeName") and key not in self.drivers:
-            self.drivers[key] = self._spawn(self._drive(key), f"netalloc-drive-{key}")
-
+    # ------------------------------------------------------------------ the node agent and the pools
     def _agent_on_pna(self, event: str, pna: KubeObject) -> None:
         if event == "DELETED":
             return
-        if pna.status.get("state") == AllocationState.ALLOCATED.value:
-            self.recorder.pod_network_ready(pod_key(pna))
+        status = pna.status
+        if status.get("state") == AllocationState.ALLOCATED.value:
+            self.recorder.pod_network_ready(f"{pna.namespace}/{pna.name}")
+        if self.first_shortage_at_s is None and _short_of_prefixes(status):
+            self.first_shortage_at_s = self.clock.now()
 
-    # ------------------------------------------------------------------ subnets
-    async def _subnet_reports(self) -> None:
-        """The controller's fragmentation report (controller.core.subnet_report), through the same
-        limited EC2 client: when did netalloc first know the subnet had no /28 left?"""
-        while True:
-            subnets = {(n.pool.subnet_id, n.pool.subnet_cidr) for n in self.networks.values()}
-            for subnet_id, cidr in sorted(subnets):
-                nodes = sum(1 for n in self.networks.values() if n.pool.subnet_id == subnet_id)
-                try:
-                    interfaces = await self.ec2.describe_network_interfaces(subnet_id=subnet_id)
-                    reservations = await self.ec2.describe_subnet_cidr_reservations(subnet_id)
-                except Ec2Error:
-                    continue
-                report = subnet_report(
-                    subnet_id=subnet_id,
-                    cidr=cidr,
-                    interfaces=interfaces,
-                    reservations=reservations,
-                    threshold=max(self.settings.subnet_fragmentation_threshold, nodes),
-                )
-                if self.exhaustion_known_at_s is None and (
-                    report.fragmented or report.free_prefix_blocks == 0
-                ):
-                    self.exhaustion_known_at_s = self.clock.now()
-            self._pool_registered.clear()
-            with contextlib.suppress(TimeoutError):  # as the controller: a new pool asks for a report
-                await asyncio.wait_for(self._pool_registered.wait(), self.subnet_report_interval_s)
-
-    # ------------------------------------------------------------------ nodes
-    async def _register_node(self, node_name: str) -> None:
-        node = self.node_cache[node_name]
-        instance_id = str(node.spec["providerID"])
-        rng = random.Random(self._rng.getrandbits(64))
-
-        async def lookup_limits(instance_type: str) -> Any:
-            return limits_for(self.instance_types[instance_type], self.branch_limits)
-
-        while True:
-            try:
-                network = await open_node_network(
-                    ec2=self.ec2,
-                    clock=self.clock,
-                    limits_for=lookup_limits,
-                    settings=self.settings,
-                    node_name=node_name,
-                    instance_id=instance_id,
-                    cluster_name=self.cluster_name,
-                    rng=rng,
-                )
-                break
-            except Exception:
-                await self.clock.sleep(rng.uniform(0.5, 2.0))
-        self.networks[node_name] = network
-        # NodeNetwork.register() = recover_from_ec2() + reconcile(); between the two, re-bind what
-        # existing PNAs record (after a restart) so the planner never mistakes a held branch for a warm one.
-        await network.recover_from_ec2()
-        for pna in sorted(self.pna_by_node.get(node_name, {}).values(), key=lambda p: p.name):
-            status = status_from_object(pna.status)
-            if status is not None and status.resources is not None:
-                network.restore(f"{pna.namespace}/{pna.name}/{pna.spec['podUID']}", status.resources)
-        network.registered = True
-        self._pool_registered.set()
-        # Pre-allocation may fall short (throttling, an exhausted subnet): allocations still proceed and
-        # surface the error in their own PNA; the pool loop keeps trying to reach the targets.
-        await network.reconcile()
-        await self._write_pool_status(node_name, network, create=True)
-        self.node_ready[node_name].set()
-        self._spawn(self._pool_loop(node_name, network, rng), f"netalloc-pool-{node_name}")
-
-    async def _pool_loop(self, node_name: str, network: NodeNetwork, rng: random.Random) -> None:
-        """The periodic pool pass: expire cool-downs, release excess, top up; write the NodeNetworkPool
-        status when its numbers changed. While the pool is quiet (nothing cooling, nothing missing,
-        nothing in excess) the loop sleeps until an allocation or a release wakes it: a periodic pass
-        would find nothing to do, and skipping it saves a million idle wake-ups at 1,000 nodes."""
-        wake = self._pool_wake.setdefault(node_name, asyncio.Event())
-        last = _pool_signature(network)
-        while True:
-            if _pool_is_quiet(network):
-                await wake.wait()
-            wake.clear()
-            await self.clock.sleep(self.pool_loop_s * rng.uniform(0.9, 1.1))
-            self._busy_ops += 1
-            try:
-                await network.reconcile()
-            finally:
-                self._busy_ops -= 1
-            current = _pool_signature(network)
-            if current != last:
-                await self._write_pool_status(node_name, network, create=False)
-                last = current
-
-    def _wake_pool(self, node_name: str) -> None:
-        wake = self._pool_wake.get(node_name)
-        if wake is not None:
-            wake.set()
-
-    async def _write_pool_status(self, node_name: str, network: NodeNetwork, *, create: bool) -> None:
-        status = network.pool.status().model_dump(mode="json")
-        key = (NODE_POOL, "", node_name)
-        for _ in range(5):
-            try:
-                existing = self.api.peek(*key)
-                if existing is None:
-                    await self.client.create(KubeObject(kind=NODE_POOL, namespace="", name=node_name))
-                    existing = self.api.peek(*key)
-                    assert existing is not None
-                await self.client.update_status(
-                    KubeObject(
-                        kind=NODE_POOL,
-                        namespace="",
-                        name=node_name,
-                        resource_version=existing.resource_version,
-                        status=status,
-                    )
-                )
-                return
-            except (ConflictError, AlreadyExistsError):
-                continue
-
-    # ------------------------------------------------------------------ allocations
-    async def _ensure_pna(self, pod: KubeObject, request: AllocationRequest) -> KubeObject:
-        existing = self.api.peek(PNA, pod.namespace, pod.name)
-        if existing is not None and existing.spec.get("podUID") == pod.uid:
-            return existing
-        obj = KubeObject(
-            kind=PNA,
-            namespace=pod.namespace,
-            name=pod.name,
-            labels={"netalloc.dev/node": request.node_name},
-            spec={
-                "podName": pod.name,
-                "podUID": pod.uid,
-                "nodeName": request.node_name,
-                "mode": request.mode.value,
-                "securityGroupIds": list(request.security_group_ids),
-            },
-        )
-        try:
-            return await self.client.create(obj)
-        except AlreadyExistsError:
-            return await self.client.get(PNA, pod.namespace, pod.name)
-
-    def _request_for(self, pod: KubeObject) -> AllocationRequest | None:
-        groups: tuple[str, ...] = ()
-        if self.mode is AllocationMode.BRANCH_ENI:
-            groups = security_groups_for_pod(pod, self.policies.get(pod.namespace, []))
-            if not groups:
-                return None
-        return AllocationRequest(
-            key=f"{pod.namespace}/{pod.name}/{pod.uid}",
-            node_name=str(pod.spec["nodeName"]),
-            mode=self.mode,
-            security_group_ids=groups,
-        )
-
-    async def _drive(self, key: str) -> None:
-        pod = self.pod_cache.get(key)
-        if pod is None:
+    def _on_pool(self, event: str, pool: KubeObject) -> None:
+        if self.exhaustion_known_at_s is not None or event == "DELETED":
             return
-        request = self._request_for(pod)
-        if request is None:
-            return
-        pna = await self._ensure_pna(pod, request)
-        status = status_from_object(pna.status) or AllocationStatus.new(self.clock.now())
-        self.statuses[key] = status
-        ready = self.node_ready.get(request.node_name)
-        if ready is None:
-            ready = self.node_ready[request.node_name] = asyncio.Event()
-        await ready.wait()
-        network = self.networks[request.node_name]
-        while key in self.pod_cache:
-            self._in_step.add(key)
-            try:
-                result = await allocation_step(status, request, network, policy=self.policy, rng=self._rng)
-            finally:
-                self._in_step.discard(key)
-            if result.attempted:
-                self._wake_pool(request.node_name)
-            if result.attempted and self.first_shortage_at_s is None and _short_of_prefixes(result.status):
-                self.first_shortage_at_s = self.clock.now()
-            if result.status != status:
-                status = result.status
-                self.statuses[key] = status
-                pna = await self._write_status(pna, status)
-            if status.state is AllocationState.FAILED:
-                self.gave_up.add(key)
-            if result.retry_in is None or key not in self.pod_cache:
-                return
-            await self.clock.sleep(result.retry_in)
-
-    async def _write_status(self, pna: KubeObject, status: AllocationStatus) -> KubeObject:
-        """PUT the status with the resourceVersion we hold; on 409 re-read and write again."""
-        body = status_to_object(status)
-        current = pna
-        for _ in range(10):
-            try:
-                return await self.client.update_status(
-                    KubeObject(
-                        kind=PNA,
-                        namespace=current.namespace,
-                        name=current.name,
-                        resource_version=current.resource_version,
-                        status=body,
-                    )
-                )
-            except ConflictError:
-                current = await self.client.get(PNA, pna.namespace, pna.name)
-        raise RuntimeError(f"could not write the status of {pna.namespace}/{pna.name}")
-
-    async def _release(self, key: str, pod: KubeObject) -> None:
-        self._busy_ops += 1
-        try:
-            await self._release_pna(key, pod)
-        finally:
-            self._busy_ops -= 1
-
-    async def _release_pna(self, key: str, pod: KubeObject) -> None:
-        driver = self.drivers.pop(key, None)
-        if driver is not None and not driver.done():
-            # Never cancel an allocation step half-way (that could strand an ENI): let it finish;
-            # a driver that is only waiting is cancelled.
-            if key not in self._in_step:
-                driver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await driver
-        node_name = str(pod.spec.get("nodeName", ""))
-        pna = self.api.peek(PNA, pod.namespace, pod.name)
-        if pna is None or pna.spec.get("podUID") != pod.uid:
-            return
-        status = self.statuses.pop(key, None) or status_from_object(pna.status)
-        if status is not None and status.state not in (AllocationState.PENDING,):
-            network = self.networks.get(node_name)
-            while True:
-                result = await release_step(
-                    status,
-                    f"{pod.namespace}/{pod.name}/{pod.uid}",
-                    network,
-                    policy=self.policy,
-                    rng=self._rng,
-                    now=self.clock.now(),
-                )
-                status = result.status
-                if result.retry_in is None:
-                    break
-                pna = await self._write_status(pna, status)
-                await self.clock.sleep(result.retry_in)
-        self._wake_pool(node_name)
-        with contextlib.suppress(NotFoundApiError):
-            await self.client.delete(pna.key)
+        for condition in pool.status.get("conditions") or ():
+            if condition.get("type") == "SubnetFragmented" and condition.get("status") == "True":
+                self.exhaustion_known_at_s = self.clock.now()
 
     # ------------------------------------------------------------------ what the harness asks
+    def _status(self, namespace: str, name: str) -> AllocationStatus | None:
+        pna = self.api.peek(PNA, namespace, name)
+        return status_from_object(pna.status) if pna is not None else None
+
     def gave_up_on(self, key: str) -> bool:
-        return key in self.gave_up
+        namespace, name = key.split("/", 1)
+        status = self._status(namespace, name)
+        return status is not None and status.state is AllocationState.FAILED
 
     def busy(self) -> bool:
-        """An allocation step, a release or a pool pass is in flight, here or in a NodeNetwork's own
-        background refill (read from its private task handles: the engine has no public 'busy')."""
-        if self._in_step or self._busy_ops:
+        """Work queued or running in the runtime, or a pool's background refill in flight."""
+        runtime = self.runtime
+        if runtime is None:
+            return False
+        if len(runtime.queue) or runtime.queue.in_flight:
             return True
-        for network in self.networks.values():
-            for task in (getattr(network, "_refill", None), getattr(network, "_background", None)):
-                if isinstance(task, asyncio.Future) and not task.done():
-                    return True
-        return False
+        return any(network.busy() for network in runtime.networks.values())
 
     def stuck_reason(self, pod: KubeObject | None, key: str) -> str:
         if pod is None:
@@ -493,8 +227,7 @@ class CrdAllocator:
         return f"{status.state.value}/{status.reason}: {status.message}"
 
     def shows_capacity_reason(self, pod: KubeObject) -> bool:
-        pna = self.api.peek(PNA, pod.namespace, pod.name)
-        status = status_from_object(pna.status) if pna is not None else None
+        status = self._status(pod.namespace, pod.name)
         if status is None:
             return False
         return status.state is AllocationState.WAITING_FOR_CAPACITY or (
@@ -506,7 +239,8 @@ class CrdAllocator:
         branches and ENIs waiting for deletion."""
         in_use: set[str] = set()
         pooled: set[str] = set()
-        for network in self.networks.values():
+        networks = self.runtime.networks if self.runtime is not None else {}
+        for network in networks.values():
             pool = network.pool
             if pool.trunk_eni_id is not None:
                 in_use.add(pool.trunk_eni_id)
@@ -518,7 +252,8 @@ class CrdAllocator:
 
     def extra_metrics(self) -> dict[str, float | int | str]:
         warm = cooling = 0
-        for network in self.networks.values():
+        networks = self.runtime.networks if self.runtime is not None else {}
+        for network in networks.values():
             counts = network.pool.branch_counts()
             warm += counts.get(BranchState.WARM, 0)
             cooling += counts.get(BranchState.COOLING, 0)
@@ -531,40 +266,12 @@ class CrdAllocator:
         }
 
 
-def _short_of_prefixes(status: AllocationStatus) -> bool:
-    """The attempt found no /28: it was served by the fallback, or waits for capacity."""
-    if status.reason == "PrefixFallback":
+def _short_of_prefixes(status: Mapping[str, Any]) -> bool:
+    """The PNA found no /28: it was served by the fallback, or waits for capacity."""
+    if status.get("reason") == "PrefixFallback":
         return True
-    error = status.last_error
-    return (
-        status.state is AllocationState.WAITING_FOR_CAPACITY
-        and error is not None
-        and error.code
-        in (
-            "InsufficientCidrBlocks",
-            "InvalidParameterValue",
-        )
+    error = status.get("lastError") or {}
+    return status.get("state") == AllocationState.WAITING_FOR_CAPACITY.value and error.get("code") in (
+        "InsufficientCidrBlocks",
+        "InvalidParameterValue",
     )
-
-
-def _pool_signature(network: NodeNetwork) -> tuple[int, ...]:
-    pool = network.pool
-    counts = pool.branch_counts()
-    return (
-        counts[BranchState.WARM],
-        counts[BranchState.ASSIGNED],
-        counts[BranchState.COOLING],
-        len(pool.enis),
-        pool.free_ip_count(),
-        len(pool.ip_holders),
-        len(pool.cooling_ips),
-    )
-
-
-def _pool_is_quiet(network: NodeNetwork) -> bool:
-    """Nothing for a periodic pass to do: no cool-down to expire, no ENI waiting for deletion, and
-    netalloc's own planner has no action for the pool (asked, not re-derived here)."""
-    pool = network.pool
-    if pool.cooling_ips or network.orphaned_enis or pool.branch_counts()[BranchState.COOLING]:
-        return False
-    return plan_pool(pool, network.clock.now()).empty
