@@ -98,6 +98,7 @@ class SimFleet:
         networks = [self.add_node(spec) for spec in specs]
         for network in networks:
             await network.register()
+            await network.settle()  # and the warm targets, made in the background
         return networks
 
     def census(self) -> EniCensus:

@@ -1,9 +1,10 @@
 """The boto3 adapter of the EC2 port.
 
-Every call takes a token from the client-side `RateLimiter`, then runs the synchronous boto3 call
-in a worker thread. botocore's own retry mode (standard, 3 attempts by default) runs inside that
-call; what escapes it is converted to `Ec2Error` (or `NotFoundError`) with the AWS code, message,
-action and HTTP status, and reported once to the `Ec2CallObserver`.
+Every call takes a token from the client-side `RateLimiter` (if it has one: `netalloc run` paces
+each EC2 action itself instead), then runs the synchronous boto3 call in a worker thread. botocore's
+own retry mode (standard, 3 attempts by default) runs inside that call; what escapes it is converted
+to `Ec2Error` (or `NotFoundError`) with the AWS code, message, action and HTTP status, and reported
+once to the `Ec2CallObserver`.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Boto3Ec2:
         cls,
         *,
         region: str,
-        qps: float = 12.0,
+        qps: float | None = 12.0,
         burst: int = 18,
         max_attempts: int = 3,
         retry_mode: str = "standard",
@@ -84,7 +85,8 @@ class Boto3Ec2:
         connect_timeout_s: float = 60.0,
         read_timeout_s: float = 60.0,
     ) -> Boto3Ec2:
-        """A client with botocore retries (`max_attempts` in total) behind a `qps`/`burst` limiter.
+        """A client with botocore retries (`max_attempts` in total) behind a `qps`/`burst` limiter
+        (`qps=None`: none; the controller paces each action itself, `controller.engine.ec2_pacing`).
 
         The controller passes `max_attempts=1`: its engine is the one retry layer, and with short
         timeouts the longest call is bounded (the lease fence relies on it)."""
@@ -95,7 +97,7 @@ class Boto3Ec2:
             read_timeout=read_timeout_s,
         )
         client = boto3.client("ec2", region_name=region, endpoint_url=endpoint_url, config=config)
-        limiter = RateLimiter(BucketSpec(capacity=burst, refill_per_s=qps), LoopClock())
+        limiter = RateLimiter(BucketSpec(capacity=burst, refill_per_s=qps), LoopClock()) if qps else None
         return cls(client, limiter=limiter, observer=observer)
 
     # -- the call path --------------------------------------------------------------------------

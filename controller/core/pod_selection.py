@@ -8,7 +8,8 @@ both are set; the groups of all matching policies are unioned), else the node po
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -155,3 +156,16 @@ def allocation_mode(security_groups: tuple[str, ...], prefix_delegation: bool) -
     if security_groups:
         return AllocationMode.BRANCH_ENI
     return AllocationMode.PREFIX_IP if prefix_delegation else AllocationMode.SECONDARY_IP
+
+
+def warm_branch_groups(
+    pod_group_sets: Iterable[Sequence[str]], policy_group_sets: Iterable[Sequence[str]]
+) -> tuple[str, ...] | None:
+    """The groups a node's warm branch ENIs should be made with, so that the pods that take them need no
+    ModifyNetworkInterfaceAttribute: the set most of the node's branch pods have; before any pod comes,
+    the set most policies of the managed namespaces give. None: nothing to go by (the node's groups)."""
+    for sets in (pod_group_sets, policy_group_sets):
+        counts = Counter(tuple(sorted(set(groups))) for groups in sets if groups)
+        if counts:
+            return max(counts, key=lambda groups: (counts[groups], groups))
+    return None

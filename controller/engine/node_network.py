@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -38,10 +39,12 @@ from controller.core.pool_planner import (
     describe_action,
     plan_pool,
 )
+from controller.engine.ec2_pacing import Priority, PriorityCell, current_priority, pool_work
 from controller.ports.ec2 import Ec2Port, InstanceInfo, InterfaceType, NetworkInterface
 from controller.settings import PoolSettings
 
 T = TypeVar("T")
+logger = logging.getLogger("netalloc.engine")
 
 
 class FailedAction(BaseModel):
@@ -132,8 +135,14 @@ class NodeNetwork:
         # lost): described again before the next plan, so no address is assigned twice or leaked.
         self._suspect_enis: set[str] = set()
         self._refill: asyncio.Task[ExecutionReport] | None = None
+        self._refill_cell: PriorityCell | None = None  # the running refill's priority (None: a pod's)
+        self._pool_cells: set[PriorityCell] = set()  # every pool work in flight, to promote them all
+        self._refill_demand = 0  # the demand the running refill was planned for
         self._background: asyncio.Task[ExecutionReport] | None = None
         self.last_report: ExecutionReport | None = None
+        # Called when a pass did something (True: background pool work failed), so the node's record
+        # and the pods waiting on it are looked at again; the runtime queues the node.
+        self.on_pool_work_done: Callable[[bool], None] | None = None
         self.orphaned_enis: set[str] = set()  # made by us, not in the pool, delete pending
         self.registered = False
         self.draining = False
@@ -221,10 +230,13 @@ class NodeNetwork:
     async def register(
         self, holdings: Mapping[str, AssignedResources] | None = None, *, lost: list[str] | None = None
     ) -> ExecutionReport:
-        """Adopt what EC2 already has for this instance and what the PNAs say pods hold, then pre-allocate.
+        """Adopt what EC2 already has for this instance and what the PNAs say pods hold, make the trunk,
+        then pre-allocate in the background.
 
         Holdings are restored before the first plan, so no recorded address is handed out again.
-        Keys whose resources the pool no longer has are appended to `lost`.
+        Keys whose resources the pool no longer has are appended to `lost`. Only the trunk is made
+        before the pool serves pods (every branch needs it); the warm targets are pool work, so no pod
+        waits for IPs or warm branches it does not need, and they take only spare EC2 tokens.
         """
         await self.recover_from_ec2()
         for key, resources in (holdings or {}).items():
@@ -234,8 +246,17 @@ class NodeNetwork:
                 restored = False  # two records name one address: the first keeps it, the other starts over
             if not restored and lost is not None:
                 lost.append(key)
+        report = await self._make_trunk()
         self.registered = True
-        return await self.reconcile()
+        self._refill_in_background()
+        return report
+
+    async def _make_trunk(self) -> ExecutionReport:
+        """The trunk step of the plan alone (none when the pool has one, or does not trunk)."""
+        async with self._pool_lock:
+            plan = plan_pool(self.pool, self.clock.now())
+            trunk = tuple(a for a in plan.actions if isinstance(a, CreateTrunk))
+            return await self.execute(plan.model_copy(update={"actions": trunk}))
 
     async def recover_from_ec2(self) -> None:
         pool = self.pool
@@ -316,6 +337,8 @@ class NodeNetwork:
     async def reconcile(self, *, demand: int = 0) -> ExecutionReport:
         """Bring the pool to its targets (and `demand` more free addresses): expire cool-downs, plan,
         execute, report."""
+        if current_priority() is Priority.POD:
+            self._promote_pool_work()  # a pod's pass waits for the lock: what holds it is the pod's now
         async with self._pool_lock:
             now = self.clock.now()
             self.pool.expire_cooldowns(now)
@@ -328,7 +351,11 @@ class NodeNetwork:
             self.pool.branch_excess_since = plan.branch_excess_since
             report = await self.execute(plan)
             self.last_report = report
-            return report
+        if report.completed and self.on_pool_work_done is not None:
+            # The pool changed: its record is written again (failures alone wait for the periodic pass,
+            # or a pass would follow a pass as fast as EC2 refuses).
+            self.on_pool_work_done(False)
+        return report
 
     async def execute(self, plan: PoolPlan) -> ExecutionReport:
         completed: list[str] = []
@@ -658,6 +685,7 @@ class NodeNetwork:
         """No aligned /28 is left, but single addresses may be: one secondary IP on an ENI with a free
         slot, as Cilium falls back. The planner gives them back once prefixes can be had again."""
         pool = self.pool
+        self._promote_pool_work()  # whoever waits for the lock waits for the pool work too
         async with self._pool_lock:
             resources = pool.take_ip(request.key)
             if resources is not None:
@@ -743,6 +771,7 @@ class NodeNetwork:
 
         In place, so allocations already served keep their holdings; the instance being gone is kept
         in `stale` (the node is drained when it goes, or re-registered when it gets a new instance)."""
+        self._promote_pool_work()  # whoever waits for the lock waits for the pool work too
         async with self._pool_lock:
             try:
                 await self.ec2.describe_instance(self.pool.instance_id)
@@ -810,10 +839,49 @@ class NodeNetwork:
 
     # ----- refills ---------------------------------------------------------------------------------
     async def _refill_now(self, demand: int = 0) -> ExecutionReport:
-        """Single-flight reconcile: concurrent callers share one refill."""
+        """Single-flight reconcile for a pod that waits: concurrent callers share one refill. A refill
+        already running as pool work is promoted (the pod waits on it now); one planned for less than
+        `demand` is followed by one for it."""
+        current = self._refill
+        if current is not None and not current.done():
+            self._promote_pool_work()
+            report = await asyncio.shield(current)
+            if demand <= self._refill_demand:
+                return report
         if self._refill is None or self._refill.done():
+            self._refill_cell, self._refill_demand = None, demand
             self._refill = asyncio.ensure_future(self.reconcile(demand=demand))
+        else:
+            self._promote_pool_work()  # pool work started meanwhile: this pod waits on it now
         return await asyncio.shield(self._refill)
+
+    def _start_pool_work(self) -> asyncio.Task[ExecutionReport]:
+        """A reconcile no pod waits on: its EC2 calls take spare tokens only (`ec2_pacing`)."""
+        with pool_work() as cell:  # the task copies this context: its calls run as pool work
+            task = asyncio.ensure_future(self.reconcile())
+        self._refill, self._refill_cell, self._refill_demand = task, cell, 0
+        self._pool_cells.add(cell)
+        task.add_done_callback(lambda _task: self._pool_cells.discard(cell))
+        task.add_done_callback(self._pool_work_done)
+        return task
+
+    def _pool_work_done(self, task: asyncio.Task[ExecutionReport]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return  # what it did, `reconcile` told
+        logger.warning("node %s: pool work failed: %s", self.node_name, error)
+        if self.on_pool_work_done is not None:
+            self.on_pool_work_done(True)
+
+    def maintain(self) -> ExecutionReport | None:
+        """Start the periodic pass as pool work, unless a refill runs, and return at once: a worker never
+        waits for spare EC2 tokens (pods may be waiting for that very worker). `on_pool_work_done` says
+        when it has done something. Returns the report of the last pass that finished."""
+        if self.registered and (self._refill is None or self._refill.done()):
+            self._start_pool_work()
+        return self.last_report
 
     def _refill_in_background(self) -> None:
         """After an allocation, top the pool back up to its warm target without making anyone wait."""
@@ -825,7 +893,21 @@ class NodeNetwork:
             return
         if plan_pool(self.pool, self.clock.now()).empty:
             return
-        self._background = self._refill = asyncio.ensure_future(self.reconcile())
+        self._background = self._start_pool_work()
+
+    async def settle(self) -> ExecutionReport | None:
+        """Wait for the refill in flight (the warm-up after registration, a top-up), if any."""
+        task = self._refill
+        if task is None or task.done():
+            return None
+        self._promote_pool_work()
+        return await asyncio.shield(task)
+
+    def _promote_pool_work(self) -> None:
+        """Someone (a pod, a drain, a refresh) now waits on the pool's work in flight: it is pool work no
+        more, and runs at once rather than when tokens are spare."""
+        for cell in list(self._pool_cells):
+            cell.promote()
 
     def busy(self) -> bool:
         """A refill (asked for or in the background) is in flight: ENIs may exist the pool has not seen."""
@@ -834,6 +916,7 @@ class NodeNetwork:
     async def close(self) -> None:
         """Stop background work. In-flight steps finish: cancelling one mid-call could orphan an ENI."""
         self.registered = False  # no new background top-ups
+        self._promote_pool_work()  # what is in flight finishes now, not when tokens are spare
         for task in (self._background, self._refill):
             if task is not None:
                 with contextlib.suppress(Ec2Error):
@@ -844,6 +927,7 @@ class NodeNetwork:
         """Release everything the node holds: branches, trunk, attached ENIs, IPs. Returns problems."""
         self.draining = True
         await self.close()
+        self._promote_pool_work()  # whoever waits for the lock waits for the pool work too
         async with self._pool_lock:
             pass  # a plan that was executing has finished; no new one will run
         while self._pending_branch_creates:

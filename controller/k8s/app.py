@@ -68,6 +68,19 @@ EC2_READ_TIMEOUT_S = 5.0
 EC2_MAX_CALL_S = EC2_CONNECT_TIMEOUT_S + EC2_READ_TIMEOUT_S
 
 
+def pacing_share() -> float:
+    """EC2_PACING_SHARE: the share of each EC2 action's account bucket netalloc paces itself to
+    (default 1: all of it; lower it when other callers share the account; 0: no pacing)."""
+    text = os.environ.get("EC2_PACING_SHARE", "1")
+    try:
+        share = float(text)
+    except ValueError:
+        raise SystemExit(f"EC2_PACING_SHARE={text!r}: expected a number from 0 to 1") from None
+    if not 0 <= share <= 1:
+        raise SystemExit(f"EC2_PACING_SHARE={text!r}: expected a number from 0 to 1")
+    return share
+
+
 def ec2_backend(
     options: RunOptions, metrics: Metrics
 ) -> tuple[Ec2Port, Ec2InstanceLimits, InstanceHook | None, SimFleet | None]:
@@ -78,6 +91,9 @@ def ec2_backend(
         boto = Boto3Ec2.from_config(
             region=options.region,
             observer=metrics.observe_ec2,
+            # The runtime paces each action under its own EC2 bucket (EC2_PACING_SHARE); a client-wide
+            # FIFO limiter on top would let one action's queue hold up the others.
+            qps=None if pacing_share() > 0 else 12.0,
             max_attempts=1,
             connect_timeout_s=EC2_CONNECT_TIMEOUT_S,
             read_timeout_s=EC2_READ_TIMEOUT_S,
@@ -121,6 +137,7 @@ async def run(options: RunOptions) -> None:
             cluster_name=options.cluster_name,
             namespace_selector=options.namespace_selector,
             pool=pool_settings_from_env(),
+            ec2_pacing_share=pacing_share(),
             # RESYNC_INTERVAL_S: how often every watched kind is listed again (default 300 s).
             **(
                 {"resync_interval_s": os.environ["RESYNC_INTERVAL_S"]}

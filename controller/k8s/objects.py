@@ -243,6 +243,7 @@ class PnaView(_View):
     deleting: bool = False
     finalizers: tuple[str, ...] = ()
     spec: PnaSpec
+    state: str = ""  # status.state, kept apart: the runtime counts the PNAs that wait on EC2 by it
     packed_status: bytes = b""
 
     @classmethod
@@ -267,6 +268,7 @@ class PnaView(_View):
                 mode=AllocationMode(spec.get("mode") or AllocationMode.SECONDARY_IP.value),
                 security_group_ids=tuple(_intern(str(g)) for g in spec.get("securityGroupIds") or ()),
             ),
+            state=_intern(str(status.get("state") or "")) if isinstance(status, Mapping) else "",
             packed_status=pack_json(status) if isinstance(status, Mapping) else b"",
         )
 

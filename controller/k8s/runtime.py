@@ -18,6 +18,7 @@ from typing import Any
 from controller.clock import Clock, LoopClock, WallClock
 from controller.core.errors import Ec2Error
 from controller.core.pod_selection import LabelSelector
+from controller.engine.ec2_pacing import Ec2Pacer, PacedEc2
 from controller.engine.node_network import NodeNetwork
 from controller.engine.work_queue import RateLimitingQueue
 from controller.k8s.cache import Change, ClusterState
@@ -37,6 +38,8 @@ from controller.observability import Metrics
 from controller.ports.ec2 import Ec2Port
 
 __all__ = ["KINDS", "REFS", "ControllerRuntime"]
+# A PNA in one of these states (or with no status) waits on an allocation step, and so on EC2.
+SEEKING_STATES = frozenset({"", "Pending", "Allocating", "Retrying"})
 logger = logging.getLogger("netalloc.controller")
 
 
@@ -63,21 +66,30 @@ class ControllerRuntime:
             overall_qps=50.0,
             overall_burst=500,
         )
+        clock = clock or WallClock()
+        pacer: Ec2Pacer | None = None
+        if config.ec2_pacing_share > 0:  # each action under its own EC2 bucket, pods before refills
+            pacer = Ec2Pacer(clock, share=config.ec2_pacing_share)
+            ec2 = PacedEc2(ec2, pacer)
         self.ctx = Context(
             config=config,
             kube=kube,
             ec2=ec2,
             limits_for=limits_for,
-            clock=clock or WallClock(),
+            clock=clock,
             metrics=metrics or Metrics(),
             state=self.state,
             pools=PoolRegistry(),
             events=EventRecorder(kube),
             rng=random.Random(seed),
             enqueue=self.enqueue,
+            enqueue_rate_limited=self.queue.add_rate_limited,
             on_new_instance=on_new_instance,
             selector=LabelSelector.parse(config.namespace_selector),
         )
+        if pacer is not None:
+            pacer.pods_seeking = lambda: bool(self.ctx.seeking)
+        self.state.pnas.listeners.append(self._track_seeking)  # every change, by event or by our writes
         self.reconcilers = Reconcilers(self.ctx)
         self.informers = Informers(
             kube, self.state, self._changed, gap_s=config.relist_gap_s, resync_s=config.resync_interval_s
@@ -137,6 +149,13 @@ class ControllerRuntime:
 
     async def relist(self, kind: str) -> None:
         await self.informers.relist(kind)
+
+    def _track_seeking(self, change: Change[Any, Any]) -> None:
+        new = change.new
+        if new is not None and not new.deleting and new.state in SEEKING_STATES:
+            self.ctx.seeking.add(change.key)
+        else:
+            self.ctx.seeking.discard(change.key)
 
     def _changed(self, kind: str, change: Change[Any, Any]) -> None:
         """Queue the work a cache change may call for."""

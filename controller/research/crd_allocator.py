@@ -5,8 +5,9 @@ as `netalloc run` starts it: its caches, its one rate-limited work queue with pe
 workers and reconcilers (pod binding, allocation, release, node pools, leaks, subnet reports), with the
 shipped `ControllerConfig` defaults. `controller.research.sim_kube` gives it the simulated API server as
 its `KubePort` and delivers the watch events kopf would. EC2 is the simulated VPC behind the same client
-as the boto3 adapter (`Boto3Ec2.from_config`: one 12 QPS / burst 18 bucket, a token per logical call,
-`max_attempts=1` so the engine's `RetryPolicy` is the one retry layer).
+as `netalloc run` gives the boto3 adapter: the runtime's own pacer (one bucket per action, a token per
+logical call, pods before refills; `controller.engine.ec2_pacing`), no client-wide limiter, and one
+attempt per call, so the engine's `RetryPolicy` is the one retry layer.
 
 What is left here is the harness's view: the node agent (the CNI side, which reads PNAs and survives the
 controller's restarts) marks a pod network-ready when its PNA says Allocated, and the questions the
@@ -22,7 +23,6 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from controller.adapters.rate_limiter import RateLimiter
 from controller.clock import Clock
 from controller.core.allocation_model import AllocationMode
 from controller.core.allocation_state import AllocationState, AllocationStatus
@@ -36,9 +36,7 @@ from controller.k8s.reconcilers.context import ControllerConfig
 from controller.k8s.runtime import ControllerRuntime
 from controller.ports.ec2 import Ec2Port, InstanceTypeInfo
 from controller.research.api_server import ApiServer, KubeObject
-from controller.research.client_limited_ec2 import ClientLimitedEc2
 from controller.research.metrics import MetricsRecorder
-from controller.research.sdk_client import SdkRetryingClient
 from controller.research.sim_kube import SimKube
 from controller.research.virtual_time import spawn
 from controller.settings import PoolSettings
@@ -47,8 +45,6 @@ PNA = "PodNetworkAllocation"
 NODE_POOL = "NodeNetworkPool"
 NAMESPACE = "Namespace"
 MANAGED_LABEL = {"netalloc.dev/managed": "true"}  # ControllerConfig.namespace_selector's default
-# Boto3Ec2.from_config's defaults, the client `netalloc run --ec2 aws` builds.
-EC2_CLIENT_QPS, EC2_CLIENT_BURST = 12.0, 18
 HEAP_TRIM_S = 1e9  # malloc_trim gives nothing back in a simulation: never
 
 
@@ -133,15 +129,10 @@ class CrdAllocator:
         self.generation += 1
         self._ensure_namespace_labelled()
         rng = random.Random((self.seed * 104729 + self.generation) ^ zlib.crc32(b"netalloc"))
-        self.sdk = SdkRetryingClient(
-            clock=self.clock,
-            limiter=RateLimiter.per_second(EC2_CLIENT_QPS, EC2_CLIENT_BURST, self.clock),
-            rng=random.Random(rng.getrandbits(64)),
-            max_attempts=1,  # as `netalloc run` builds it: the engine's RetryPolicy is the one retry layer
-            min_retry_delay_s=0.030,
-            min_throttle_delay_s=0.5,
-        )
-        self.ec2: Ec2Port = ClientLimitedEc2(self.raw_ec2, self.sdk)
+        # As `netalloc run --ec2 aws` builds it: no client-wide limiter (Boto3Ec2 with qps=None), one
+        # attempt per call; the runtime paces each action (controller.engine.ec2_pacing) and its
+        # RetryPolicy is the one retry layer.
+        self.ec2: Ec2Port = self.raw_ec2
         client = self.api.client("netalloc", qps=self.k8s_client_qps, burst=self.k8s_client_burst)
         self.kube = SimKube(self.api, client, zone_of=self._zone_of)
 

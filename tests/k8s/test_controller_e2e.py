@@ -25,7 +25,14 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 
 
 def pool_ready(sandbox: Sandbox, count: int) -> bool:
-    return sum(1 for p in sandbox.pools() if (p.get("status") or {}).get("freeIps")) == count
+    """`count` pools at their warm targets (made in the background once the trunk is there)."""
+    warm = sandbox.pool.warm_branch_eni_target if sandbox.pool.enable_pod_eni else 0
+
+    def ready(status: dict[str, object]) -> bool:
+        branches = status.get("branchEnis") or {}
+        return bool(status.get("freeIps")) and int(branches.get("warm", 0)) >= warm  # type: ignore[union-attr]
+
+    return sum(1 for p in sandbox.pools() if ready(p.get("status") or {})) == count
 
 
 async def test_node_registration_gives_a_pre_allocated_pool(sandbox: Sandbox) -> None:

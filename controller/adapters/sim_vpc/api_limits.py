@@ -1,10 +1,10 @@
 """EC2's server-side API limits and per-call latency, for the simulated VPC.
 
 EC2 evaluates each API action against its own token bucket, per account and region (field notes,
-section 4). An action not in the table gets the default bucket of its category: mutating 50/5,
-non-mutating 100/20. DescribeNetworkInterfaces called with neither filters nor ids counts against
-a separate, smaller "unfiltered" bucket. Over the bucket the call fails with RequestLimitExceeded
-(HTTP 503) and takes no token.
+section 4; the table is `controller.core.ec2_limits`). An action not in the table gets the default
+bucket of its category: mutating 50/5, non-mutating 100/20. DescribeNetworkInterfaces called with
+neither filters nor ids counts against a separate, smaller "unfiltered" bucket. Over the bucket the
+call fails with RequestLimitExceeded (HTTP 503) and takes no token.
 """
 
 from __future__ import annotations
@@ -16,35 +16,19 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controller.core.ec2_limits import (
+    DEFAULT_ACTION_BUCKETS,
+    NON_MUTATING_PREFIXES,
+    UNFILTERED_SUFFIX,
+    is_mutating,
+)
 from controller.core.token_bucket import BucketSpec, TokenBucket
 
-UNFILTERED_SUFFIX: Final = ":unfiltered"
-NON_MUTATING_PREFIXES: Final = ("Describe", "Get", "List", "Search")
+__all__ = ["DEFAULT_ACTION_BUCKETS", "NON_MUTATING_PREFIXES", "UNFILTERED_SUFFIX", "is_mutating"]
 
 
 def _spec(capacity: float, refill_per_s: float) -> BucketSpec:
     return BucketSpec(capacity=capacity, refill_per_s=refill_per_s)
-
-
-# Field notes, section 4. Each action has its own bucket (EC2 evaluates every API individually).
-DEFAULT_ACTION_BUCKETS: Final[Mapping[str, BucketSpec]] = {
-    "CreateNetworkInterface": _spec(100, 5),
-    "DeleteNetworkInterface": _spec(100, 5),
-    "AssignPrivateIpAddresses": _spec(100, 5),
-    "UnassignPrivateIpAddresses": _spec(100, 5),
-    "ModifyNetworkInterfaceAttribute": _spec(100, 5),
-    "CreateTags": _spec(100, 10),
-    "AttachNetworkInterface": _spec(50, 5),
-    "AssociateTrunkInterface": _spec(50, 5),
-    "DisassociateTrunkInterface": _spec(50, 5),
-    "CreateNetworkInterfacePermission": _spec(50, 5),
-    "DescribeNetworkInterfaces": _spec(100, 20),
-    "DescribeNetworkInterfaces" + UNFILTERED_SUFFIX: _spec(50, 10),
-}
-
-
-def is_mutating(action: str) -> bool:
-    return not action.startswith(NON_MUTATING_PREFIXES)
 
 
 class ApiLimitsConfig(BaseModel):

@@ -77,6 +77,12 @@ class ControllerConfig(BaseModel):
     subnet_report_interval_s: float = Field(default=60.0, gt=0, description="subnet fragmentation reports")
     leak_passes: int = Field(default=2, ge=1, description="sweeps an unknown tagged ENI must survive")
     policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    ec2_pacing_share: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="pace each EC2 action to this share of its account bucket (field notes §4); 0: off",
+    )
     error_backoff_base_s: float = Field(default=0.05, gt=0, description="per-item backoff after an error")
     error_backoff_max_s: float = Field(default=60.0, gt=0)
 
@@ -213,9 +219,13 @@ class Context:
     events: EventRecorder
     rng: random.Random
     enqueue: Callable[[Any], None]
+    enqueue_rate_limited: Callable[[Any], None] | None = None  # with the item's backoff (None: enqueue)
     on_new_instance: InstanceHook | None = None
     selector: LabelSelector = field(default_factory=LabelSelector)
     first_seen: dict[str, float] = field(default_factory=dict)  # allocation key -> when we saw its PNA
+    # PNAs whose pods wait on an allocation step (no status yet, Pending, Allocating, Retrying): while
+    # there are any, warm-pool refills leave the EC2 tokens to them (`controller.engine.ec2_pacing`).
+    seeking: set[tuple[str, str]] = field(default_factory=set)
     # seconds from a PNA's first sighting to Allocated, the most recent ones, for reports and benchmarks
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     subnets: dict[str, SubnetReport] = field(default_factory=dict)  # subnet id -> its last report

@@ -14,12 +14,13 @@ again; the pool itself stays.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.core.allocation_model import AssignedResources
 from controller.core.errors import Ec2Error, ErrorClass, NotFoundError
 from controller.core.instance_limits import UnknownInstanceTypeError
+from controller.core.pod_selection import warm_branch_groups
 from controller.engine.node_network import NodeNetwork, open_node_network
 from controller.k8s.kube_api import AlreadyExists
 from controller.k8s.nnp_mapping import (
@@ -74,10 +75,11 @@ class NodePools:
         network = ctx.pools.network(name)
         if network is None:
             return await self._register(node, nnp, instance_id)
-        report = await network.reconcile()
+        self._set_warm_groups(network)
+        report = network.maintain()  # pool work, in the background: pods waiting on EC2 go first
         if network.stale:
             await self._refresh(network)
-        if report.completed:
+        if report is not None and report.completed:
             wake_waiting(ctx, name)
         await self._collect_orphans(network)
         await self._write_status(name, nnp_status_of(ctx, network, nnp))
@@ -183,6 +185,30 @@ class NodePools:
             )
 
     # ----- registration ----------------------------------------------------------------------------
+    def _pool_work_done_for(self, name: str) -> Callable[[bool], None]:
+        """Background pool work of `name` did something: its pass runs again (with backoff if it failed)."""
+        item = ("node", name)
+
+        def done(failed: bool) -> None:
+            ctx = self.ctx
+            (ctx.enqueue_rate_limited if failed and ctx.enqueue_rate_limited else ctx.enqueue)(item)
+
+        return done
+
+    def _set_warm_groups(self, network: NodeNetwork) -> None:
+        """Warm branches get the groups the node's pods (or, before any, the policies) ask for."""
+        ctx = self.ctx
+        groups = warm_branch_groups(
+            (
+                p.spec.security_group_ids
+                for p in ctx.state.pnas_on(network.node_name)
+                if p.spec.security_group_ids
+            ),
+            (p.policy.group_ids for p in ctx.state.policies if ctx.managed_namespace(p.namespace)),
+        )
+        if groups is not None:
+            network.warm_branch_groups = groups
+
     def holdings(self, node_name: str) -> dict[str, AssignedResources]:
         """What each PNA on the node says its pod holds (readable, or salvaged from an unreadable status)."""
         held: dict[str, AssignedResources] = {}
@@ -199,6 +225,8 @@ class NodePools:
             if ctx.on_new_instance is not None:
                 await ctx.on_new_instance(name, instance_id, node.instance_type)
             network = await self._open(name, instance_id)
+            self._set_warm_groups(network)
+            network.on_pool_work_done = self._pool_work_done_for(name)
             lost: list[str] = []
             await network.register(self.holdings(name), lost=lost)
         except UnknownInstanceTypeError as error:
