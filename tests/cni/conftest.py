@@ -6,6 +6,7 @@ as on a node) reaches it on 127.0.0.1 and the test seeds PNAs through its direct
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -188,3 +189,11 @@ def cni(tmp_path: Path) -> Iterator[Cni]:
             server.stop()
     finally:
         lab.close()
+
+
+@functools.cache
+def kernel_has_8021q() -> bool:
+    """Probed once per run, in a scratch netns."""
+    from controller.cni.lab import kernel_has_8021q as probe
+
+    return probe()
