@@ -88,6 +88,13 @@ def test_branch_eni_and_prefix_ip_pods_reach_the_vpc_and_each_other(cni: Cni) ->
     assert ping(web_pod, "10.77.1.5"), "branch ENI pod cannot reach the prefix pod"
     assert ping(api_pod, "10.77.2.7"), "prefix pod cannot reach the branch ENI pod"
 
+    checked = plugin(cni, "CHECK", {**conf, "prevResult": result}, "c-web", web_ns, managed("web"))
+    assert (checked.code, checked.stdout) == (0, ""), checked.stdout
+    with ipr_in(lab.node) as node:  # another party removes the VLAN table's default route
+        node.route("del", dst="0.0.0.0/0", gateway=lab.gateway, table=105)
+    broken = plugin(cni, "CHECK", {**conf, "prevResult": result}, "c-web", web_ns, managed("web"))
+    assert_error(broken, errors.UNKNOWN_CONTAINER, "default route via 10.77.0.1 in table 105 is missing")
+
     for container, netns, name in (("c-web", web_ns, "web"), ("c-api", api_ns, "api")):
         for _ in range(2):  # a second DEL succeeds and changes nothing
             done = plugin(cni, "DEL", conf, container, netns, managed(name))
@@ -270,3 +277,18 @@ def test_version(cni: Cni, version: str) -> None:
     done = plugin(cni, "VERSION", {"cniVersion": version}, "")
     assert done.code == 0
     assert done.json == {"cniVersion": version, "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]}
+
+
+def test_del_without_a_record_still_removes_the_veth_named_after_the_container(cni: Cni) -> None:
+    """A lost state dir: DEL cannot know the pod was netalloc's, so it runs the delegate's DEL (which
+    tolerates an unknown container) and removes the host veth derived from the container id."""
+    cni.pna("amnesia", "PrefixIP", ip="10.77.1.13", prefix="10.77.1.0/28")
+    before = snapshot(cni.lab.node)
+    netns = cni.lab.pod("amnesia")
+    conf = cni.conf()
+    assert plugin(cni, "ADD", conf, "c-amnesia", netns, managed("amnesia")).code == 0
+    for record in cni.state_dir.iterdir():
+        record.unlink()
+    done = plugin(cni, "DEL", conf, "c-amnesia", netns, managed("amnesia"))
+    assert (done.code, done.stdout) == (0, ""), done.stdout
+    assert snapshot(cni.lab.node) == before
