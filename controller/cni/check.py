@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -17,7 +16,7 @@ from controller.cni.state import Record
 
 
 def _fail(problem: str) -> CniError:
-    return CniError(errors.UNKNOWN_CONTAINER if "missing" in problem else errors.NETLINK_FAILURE, problem)
+    return CniError(errors.CHECK_FAILED, problem)
 
 
 def _routes(ipr: IPRoute, **query: Any) -> list[tuple[str, str | None]]:
@@ -52,7 +51,7 @@ def verify(host: IPRoute, pod: IPRoute, record: Record, pna: Pna) -> None:
         raise _fail(f"the host route to {ip} over {record.host_veth} (table {table}) is missing")
     if pna.spec.mode == "BranchENI":
         gateway = gateway_of(pna.status.subnetCidr or "")
-        if ipaddress.IPv4Address(gateway) and ("0.0.0.0/0", gateway) not in _routes(host, table=table):
+        if ("0.0.0.0/0", gateway) not in _routes(host, table=table):
             raise _fail(f"the default route via {gateway} in table {table} is missing")
         rules = {
             r.get_attr("FRA_IIFNAME")

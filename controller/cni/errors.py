@@ -23,6 +23,7 @@ TRUNK_MISSING = 104
 NETLINK_FAILURE = 105
 API_FAILURE = 106  # the Kubernetes API could not be read
 DELEGATE_FAILURE = 107  # the delegate plugin is missing or answered something unreadable
+CHECK_FAILED = 108  # CHECK found the pod's or the host's networking differing from the PNA
 
 
 class CniErrorBody(BaseModel):

@@ -31,7 +31,7 @@ from controller.cni.delegate import run_delegate
 from controller.cni.errors import CniError
 from controller.cni.kube import KubeClient
 from controller.cni.netns import NetnsGone, open_netns, route_in
-from controller.cni.pna import PNA_PATH, Pna, _verdict, find_allocation
+from controller.cni.pna import PNA_PATH, Pna, find_allocation, verdict
 from controller.cni.pod_link import PodLink, add_host_route, configure_pod_side, create_veth, first_index
 from controller.cni.result import CniResult, Interface, IpConfig, Route, VersionResult
 from controller.cni.teardown import undo
@@ -212,7 +212,7 @@ def check(conf: NetConf, delegate: Mapping[str, Any], env: CniEnv, environ: Mapp
     if not items:
         raise CniError(errors.UNKNOWN_CONTAINER, f"PNA {record.pna} is gone")
     pna = Pna.from_object(items[0])
-    if _verdict(pna, env.pod_uid) is None:
+    if verdict(pna, env.pod_uid) is None:
         raise CniError(
             errors.UNKNOWN_CONTAINER, f"PNA {record.pna} no longer holds this pod's address: {pna.describe()}"
         )

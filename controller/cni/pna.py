@@ -105,7 +105,7 @@ class Pna(BaseModel):
         return self
 
 
-def _verdict(pna: Pna, pod_uid: str) -> Pna | None:
+def verdict(pna: Pna, pod_uid: str) -> Pna | None:
     """The PNA if it is ready for this pod; None to keep waiting; raises when waiting cannot help."""
     if pod_uid and pna.spec.podUID != pod_uid:
         return None  # a PNA of an earlier pod of this name: the controller replaces it
@@ -155,7 +155,7 @@ def find_allocation(
         items = listing.get("items") or []
         last = Pna.from_object(items[0]) if items else None
         if last is not None:
-            ready = _verdict(last, uid)
+            ready = verdict(last, uid)
             if ready is not None:
                 return ready
         elif first and not _managed_namespace(client, namespace, conf.namespace_selector):
@@ -172,7 +172,7 @@ def find_allocation(
             obj = event.get("object") or {}
             if kind in ("ADDED", "MODIFIED"):
                 last = Pna.from_object(obj)
-                ready = _verdict(last, uid)
+                ready = verdict(last, uid)
                 if ready is not None:
                     return ready
             elif kind == "DELETED":

@@ -93,7 +93,7 @@ def test_branch_eni_and_prefix_ip_pods_reach_the_vpc_and_each_other(cni: Cni) ->
     with ipr_in(lab.node) as node:  # another party removes the VLAN table's default route
         node.route("del", dst="0.0.0.0/0", gateway=lab.gateway, table=105)
     broken = plugin(cni, "CHECK", {**conf, "prevResult": result}, "c-web", web_ns, managed("web"))
-    assert_error(broken, errors.UNKNOWN_CONTAINER, "default route via 10.77.0.1 in table 105 is missing")
+    assert_error(broken, errors.CHECK_FAILED, "default route via 10.77.0.1 in table 105 is missing")
 
     for container, netns, name in (("c-web", web_ns, "web"), ("c-api", api_ns, "api")):
         for _ in range(2):  # a second DEL succeeds and changes nothing
@@ -256,7 +256,7 @@ def test_check_passes_then_names_what_went_missing(cni: Cni) -> None:
     with ipr_in(cni.lab.pods[0]) as pod:
         pod.route("del", dst="0.0.0.0/0", gateway="169.254.1.1")
     broken = plugin(cni, "CHECK", {**conf, "prevResult": added.json}, "c-chk", netns, managed("checked"))
-    assert_error(broken, errors.UNKNOWN_CONTAINER, "default route via 169.254.1.1 is missing")
+    assert_error(broken, errors.CHECK_FAILED, "default route via 169.254.1.1 is missing")
 
 
 def test_del_succeeds_when_the_netns_is_already_gone(cni: Cni) -> None:
