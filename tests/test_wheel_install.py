@@ -38,3 +38,14 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_the_sandbox_outside_the_che
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["allocated"] == 2 and summary["pod_writes"] == 0 and summary["leaked_enis"] == 0
+    cni = subprocess.run(
+        [str(venv / "bin" / "netalloc-cni")],
+        input='{"cniVersion": "1.0.0"}',
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cni.returncode == 0, cni.stdout + cni.stderr[-2000:]
+    assert "1.0.0" in json.loads(cni.stdout)["supportedVersions"]  # the CNI plugin ships in the wheel
