@@ -1,9 +1,14 @@
 """The annotation baseline: the AWS VPC resource controller's security-groups-for-pods path.
 
 Modelled on RC (field notes §2, parameters in `BaselineParams`):
-- Nodes: on registration a trunk ENI (CreateNetworkInterface type trunk → CreateNetworkInterfacePermission
-  → AttachNetworkInterface at the highest free device index), then the node advertises
-  `vpc.amazonaws.com/pod-eni` capacity (a Node status patch); the scheduler places SGP pods only then.
+- Nodes: only once aws-node has marked the node (label `vpc.amazonaws.com/has-trunk-attached`, field
+  notes §2 "RC starts a trunk only after aws-node has marked the node"), a node worker (10 of them, 1
+  requeue, then the node waits for its next Node event: field notes §2 "Concurrency") runs the trunk
+  sequence (field notes §2 "Trunk at node init"): DescribeInstances, DescribeSubnets, CreateNetworkInterface
+  (type trunk) → CreateNetworkInterfacePermission → AttachNetworkInterface at the highest free device
+  index → ModifyNetworkInterfaceAttribute(DeleteOnTermination) → DescribeNetworkInterfaces polled from 1 s
+  until `attached`; then the node advertises `vpc.amazonaws.com/pod-eni` capacity (a Node status patch);
+  the scheduler places SGP pods only then.
 - Pods: a rate-limited work queue (client-go semantics) and 30 workers. Per pod: read it from the
   cache, then from the API server; SGP groups; capacity check (in use + delete queue ≥ branch limit:
   requeue after the cool-down); first free VLAN (1..120); CreateNetworkInterface →
@@ -11,10 +16,14 @@ Modelled on RC (field notes §2, parameters in `BaselineParams`):
   `vpc.amazonaws.com/pod-eni` annotation. That patch is a pod UPDATE: it passes every mutating
   webhook and pod-update validation, and a spec-mutating policy turns it into a 422. On failure
   the ENI goes to the front of the delete queue, a `BranchENIAnnotationFailed` event is recorded and
-  the job is requeued; after 5 requeues it is forgotten.
+  the job is requeued; after 5 requeues it is forgotten. A failed permission or association also puts
+  the new ENI at the front of the delete queue (field notes §2 "A failed association puts the ENI at
+  the front of the delete queue").
 - Deletion: the pod's branch ENI waits the cool-down, then the per-node delete queue (every 30 s)
-  sends DisassociateTrunkInterface + DeleteNetworkInterface; 3 failed deletes and it is forgotten.
-- EC2: every attempt passes a 12 QPS / burst 18 client bucket; the SDK makes 3 attempts.
+  sends DisassociateTrunkInterface + DeleteNetworkInterface (the latter in its own retry loop, 100 ms
+  base: field notes §2); 3 failed deletes and it is forgotten.
+- EC2: `RcEc2` (rc_ec2.py): two clients of 12 QPS / burst 18, each attempt takes a token, the
+  aws-sdk-go-v2 standard retryer with its retry token bucket (field notes §2 "EC2 clients", "SDK").
 - Leaks: per-node reconcile every 1–15 min (pods gone from the cache free their ENIs); a cluster sweep
   every 30 min deletes `available` branch ENIs of ours seen in two consecutive sweeps.
 - Restart: memory is lost; trunks are found again in EC2, branch ENIs associated to a trunk are
@@ -27,19 +36,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import zlib
 from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-from controller.adapters.rate_limiter import RateLimiter
 from controller.clock import Clock
 from controller.core.errors import Ec2Error, NotFoundError
 from controller.engine.work_queue import RateLimitingQueue
-from controller.ports.ec2 import Ec2Port, InstanceTypeInfo, InterfaceType
+from controller.ports.ec2 import InstanceTypeInfo, InterfaceType
 from controller.research.api_server import (
     NODE,
     POD,
@@ -50,16 +58,18 @@ from controller.research.api_server import (
     KubeObject,
     Watch,
 )
+from controller.research.approach import Ec2ClientFacts
 from controller.research.baseline_params import (
     ANNOTATION_FAILED_PREFIX,
     CNI_NO_ADDRESS_MESSAGE,
+    HAS_TRUNK_ATTACHED_LABEL,
     POD_ENI_ANNOTATION,
     POD_ENI_RESOURCE,
     REASON_BRANCH_ENI_ANNOTATION_FAILED,
     BaselineParams,
 )
 from controller.research.metrics import MetricsRecorder
-from controller.research.sdk_client import SdkRetryingClient
+from controller.research.rc_ec2 import RcEc2, RcEc2Port, StandardRetryerParams
 from controller.research.security_group_policy import SGP, security_groups_for_pod
 from controller.research.virtual_time import spawn
 
@@ -84,7 +94,7 @@ class AtMaxCapacity(Exception):
 class BranchRecord:
     eni_id: str
     vlan_id: int
-    association_id: str
+    association_id: str  # "" when the association never happened (nothing to disassociate)
     pod_uid: str
     delete_after: float = 0.0
     delete_failures: int = 0
@@ -139,7 +149,7 @@ class AnnotationAllocator:
         self,
         *,
         api: ApiServer,
-        ec2: Ec2Port,
+        ec2: RcEc2Port,
         clock: Clock,
         params: BaselineParams,
         seed: int,
@@ -160,7 +170,8 @@ class AnnotationAllocator:
         self.recorder = recorder
         self.account_id = account_id
         self.generation = 0
-        self.sdk_retries_total = 0
+        self.sdk_totals: dict[str, int] = {}
+        self.node_inits_forgotten = 0
         self.jobs_forgotten = 0
         self.enis_forgotten_in_delete_queue = 0
         self._reset_memory()
@@ -194,13 +205,18 @@ class AnnotationAllocator:
         self.k8s_direct_client: ApiClient = self.api.client(
             "rc-clientset", qps=params.k8s_client_qps, burst=params.k8s_client_burst
         )
-        self.sdk = SdkRetryingClient(
+        self.sdk = RcEc2(
+            self.ec2,
             clock=clock,
-            limiter=RateLimiter.per_second(params.ec2_client_qps, params.ec2_client_burst, clock),
-            rng=random.Random(self.seed * 31 + self.generation),
-            max_attempts=params.sdk_max_attempts,
-            min_retry_delay_s=params.sdk_min_retry_delay_s,
-            min_throttle_delay_s=params.sdk_min_throttle_delay_s,
+            seed=self.seed * 7 + self.generation,
+            qps=params.ec2_client_qps,
+            burst=params.ec2_client_burst,
+            retryer=StandardRetryerParams(
+                max_attempts=params.sdk_max_attempts,
+                max_backoff_s=params.sdk_max_backoff_s,
+                model_retry_quota=params.sdk_retry_quota,
+            ),
+            account_id=self.account_id,
         )
         self.queue: RateLimitingQueue[Job] = RateLimitingQueue(
             clock,
@@ -235,7 +251,8 @@ class AnnotationAllocator:
         self.node_queue.shutdown()
         for task in list(self._tasks):
             task.cancel()
-        self.sdk_retries_total += self.sdk.sdk_retries
+        for key, value in self.sdk.stats().items():
+            self.sdk_totals[key] = self.sdk_totals.get(key, 0) + value
         self._reset_memory()
 
     def restart(self) -> None:
@@ -256,7 +273,7 @@ class AnnotationAllocator:
             self.node_cache.pop(node.name, None)
             return
         self.node_cache[node.name] = node
-        if node.name not in self.trunks:
+        if node.name not in self.trunks and HAS_TRUNK_ATTACHED_LABEL in node.labels:
             self.node_queue.add(node.name)
 
     def _on_pod(self, event: str, pod: KubeObject) -> None:
@@ -291,7 +308,12 @@ class AnnotationAllocator:
                 await self._init_trunk(node_name)
                 self.node_queue.forget(node_name)
             except (Ec2Error, ApiError):
-                self.node_queue.add_rate_limited(node_name)
+                if self.node_queue.num_requeues(node_name) >= self.params.node_max_requeues:
+                    # field notes §2: a failed node init waits for the next node event.
+                    self.node_queue.forget(node_name)
+                    self.node_inits_forgotten += 1
+                else:
+                    self.node_queue.add_rate_limited(node_name)
             finally:
                 self.node_queue.done(node_name)
 
@@ -300,41 +322,17 @@ class AnnotationAllocator:
         if node is None or node_name in self.trunks:
             return
         instance_id = str(node.spec["providerID"])
-        instance = await self.sdk.call(lambda: self.ec2.describe_instance(instance_id))
+        instance = await self.sdk.describe_instance(instance_id)
         type_info = self.instance_types[instance.instance_type]
         branch_limit = self.branch_limits.get(instance.instance_type, 0)
-        subnet = await self.sdk.call(lambda: self.ec2.describe_subnet(instance.subnet_id))
-        existing = await self.sdk.call(
-            lambda: self.ec2.describe_network_interfaces(
-                tags={RC_OWNER_TAG: RC_OWNER_VALUE, RC_INSTANCE_TAG: instance_id}
-            )
-        )
-        trunk_eni = next(
-            (e for e in existing if e.interface_type is InterfaceType.TRUNK and e.attachment is not None),
-            None,
-        )
+        subnet = await self.sdk.describe_subnet(instance.subnet_id)
+        # InitTrunk: the instance's interfaces (a DescribeInstances) tell whether a trunk exists.
+        interfaces = await self.sdk.instance_interfaces(instance_id)
+        trunk_eni = next((e for e in interfaces if e.interface_type is InterfaceType.TRUNK), None)
         if trunk_eni is None:
-            eni = await self.sdk.call(
-                lambda: self.ec2.create_network_interface(
-                    subnet_id=instance.subnet_id,
-                    security_group_ids=list(instance.security_group_ids),
-                    interface_type=InterfaceType.TRUNK,
-                    tags=self._tags(instance_id),
-                    client_token="",
-                )
+            trunk_id = await self._create_and_attach_trunk(
+                instance_id, instance.subnet_id, list(instance.security_group_ids), type_info.max_enis - 1
             )
-            await self.sdk.call(
-                lambda: self.ec2.create_network_interface_permission(
-                    eni.eni_id, aws_account_id=self.account_id
-                )
-            )
-            device_index = type_info.max_enis - 1  # the highest free device index on a fresh node
-            await self.sdk.call(
-                lambda: self.ec2.attach_network_interface(
-                    eni.eni_id, instance_id=instance_id, device_index=device_index
-                )
-            )
-            trunk_id = eni.eni_id
         else:
             trunk_id = trunk_eni.eni_id
         trunk = TrunkState(
@@ -354,12 +352,46 @@ class AnnotationAllocator:
             self._arm_delete_queue(trunk)
         # Advertise the extended resource: the scheduler places SGP pods on this node from now on.
         await self.k8s_cache_client.merge_patch(
-            (NODE, "", node_name), {"status": {"capacity": {POD_ENI_RESOURCE: str(branch_limit)}}}
+            (NODE, "", node_name),
+            {
+                "metadata": {"labels": {HAS_TRUNK_ATTACHED_LABEL: "true"}},
+                "status": {"capacity": {POD_ENI_RESOURCE: str(branch_limit)}},
+            },
         )
+
+    async def _create_and_attach_trunk(
+        self, instance_id: str, subnet_id: str, groups: list[str], device_index: int
+    ) -> str:
+        """helper.go CreateAndAttachNetworkInterface for a trunk: create → permission (trunk type) →
+        attach (the highest free device index on a fresh node) → DeleteOnTermination → wait attached.
+        A failed permission or attach deletes the ENI; a failed modify or wait detaches and deletes it."""
+        sdk = self.sdk
+        eni = await sdk.create_network_interface(
+            subnet_id=subnet_id,
+            security_group_ids=groups,
+            interface_type=InterfaceType.TRUNK,
+            tags=self._tags(instance_id),
+        )
+        try:
+            await sdk.create_permission(eni.eni_id)
+            attachment_id = await sdk.attach(eni.eni_id, instance_id=instance_id, device_index=device_index)
+        except Ec2Error:
+            with contextlib.suppress(Ec2Error):
+                await sdk.delete_network_interface(eni.eni_id)
+            raise
+        try:
+            await sdk.set_delete_on_termination(eni.eni_id, attachment_id)
+            await sdk.wait_until_attached(eni.eni_id)
+        except Exception:
+            with contextlib.suppress(Ec2Error):
+                await sdk.detach(attachment_id)
+                await sdk.delete_network_interface(eni.eni_id)
+            raise
+        return eni.eni_id
 
     async def _recover_branches(self, trunk: TrunkState) -> None:
         """After a restart: associated branch ENIs are matched to pod annotations; the rest are queued."""
-        associations = await self.sdk.call(lambda: self.ec2.describe_trunk_associations(trunk.trunk_eni_id))
+        associations = await self.sdk.describe_trunk_associations(trunk.trunk_eni_id)
         annotated: dict[str, tuple[str, int]] = {}
         for pod in self.pods_by_node.get(trunk.node_name, {}).values():
             value = pod.annotations.get(POD_ENI_ANNOTATION)
@@ -500,34 +532,26 @@ class AnnotationAllocator:
             raise AtMaxCapacity()
         trunk.used_vlans.add(vlan)
         try:
-            eni = await self.sdk.call(
-                lambda: self.ec2.create_network_interface(
-                    subnet_id=trunk.subnet_id,
-                    security_group_ids=list(groups),
-                    interface_type=InterfaceType.BRANCH,
-                    tags=self._tags(trunk.instance_id),
-                    client_token="",
-                )
+            eni = await self.sdk.create_network_interface(
+                subnet_id=trunk.subnet_id,
+                security_group_ids=list(groups),
+                interface_type=InterfaceType.BRANCH,
+                tags=self._tags(trunk.instance_id),
             )
         except Ec2Error:
             trunk.used_vlans.discard(vlan)
             raise
         try:
-            await self.sdk.call(
-                lambda: self.ec2.create_network_interface_permission(
-                    eni.eni_id, aws_account_id=self.account_id
-                )
-            )
-            association = await self.sdk.call(
-                lambda: self.ec2.associate_trunk_interface(
-                    branch_eni_id=eni.eni_id, trunk_eni_id=trunk.trunk_eni_id, vlan_id=vlan, client_token=""
-                )
+            await self.sdk.create_permission(eni.eni_id)
+            association = await self.sdk.associate(
+                branch_eni_id=eni.eni_id, trunk_eni_id=trunk.trunk_eni_id, vlan_id=vlan
             )
         except Ec2Error:
-            # Not associated: RC deletes it right away; if that fails too it is left for the sweep.
-            trunk.used_vlans.discard(vlan)
-            with contextlib.suppress(Ec2Error):
-                await self.sdk.call(lambda: self.ec2.delete_network_interface(eni.eni_id))
+            # field notes §2: a failed association puts the ENI at the front of the delete queue
+            # (its VLAN stays taken until the queue deletes it, as RC frees it on deletion).
+            self._queue_front(
+                trunk, [BranchRecord(eni_id=eni.eni_id, vlan_id=vlan, association_id="", pod_uid=pod.uid)]
+            )
             raise
         record = BranchRecord(
             eni_id=eni.eni_id, vlan_id=vlan, association_id=association.association_id, pod_uid=pod.uid
@@ -550,7 +574,10 @@ class AnnotationAllocator:
         self._arm_delete_queue(trunk)
 
     def _push_to_front_of_delete_queue(self, trunk: TrunkState, pod_uid: str) -> None:
-        records = trunk.by_pod_uid.pop(pod_uid, [])
+        self._queue_front(trunk, trunk.by_pod_uid.pop(pod_uid, []))
+
+    def _queue_front(self, trunk: TrunkState, records: list[BranchRecord]) -> None:
+        """PushENIsToFrontOfDeleteQueue: due now, ahead of the cooling entries."""
         now = self.clock.now()
         for record in reversed(records):
             record.delete_after = now
@@ -566,7 +593,9 @@ class AnnotationAllocator:
         trunk.queue_job_armed = True
         period = self.params.delete_queue_interval_s
         now = self.clock.now()
-        ticks = int((now - trunk.queue_tick_origin) // period) + 1
+        # The next tick strictly after now; the epsilon keeps a tick computed a hair before itself (float
+        # rounding) from arming the same tick again, which would spin without virtual time moving.
+        ticks = math.floor((now - trunk.queue_tick_origin) / period + 1e-9) + 1
         self.queue.add_after(("queue", trunk.node_name, ""), trunk.queue_tick_origin + ticks * period - now)
 
     async def _process_delete_queue(self, node_name: str) -> None:
@@ -597,10 +626,12 @@ class AnnotationAllocator:
             self._arm_delete_queue(trunk)
 
     async def _delete_branch(self, record: BranchRecord) -> None:
+        if record.association_id:
+            with contextlib.suppress(NotFoundError):
+                await self.sdk.disassociate(record.association_id)
+            record.association_id = ""  # a retry of the delete does not disassociate again
         with contextlib.suppress(NotFoundError):
-            await self.sdk.call(lambda: self.ec2.disassociate_trunk_interface(record.association_id))
-        with contextlib.suppress(NotFoundError):
-            await self.sdk.call(lambda: self.ec2.delete_network_interface(record.eni_id))
+            await self.sdk.delete_network_interface(record.eni_id)
 
     # ------------------------------------------------------------------ leak clean-up
     async def _node_reconcile_loop(self, node_name: str) -> None:
@@ -620,9 +651,7 @@ class AnnotationAllocator:
         while True:
             await self.clock.sleep(self.params.cluster_sweep_interval_s)
             try:
-                enis = await self.sdk.call(
-                    lambda: self.ec2.describe_network_interfaces(tags={RC_OWNER_TAG: RC_OWNER_VALUE})
-                )
+                enis = await self.sdk.describe_network_interfaces(tags={RC_OWNER_TAG: RC_OWNER_VALUE})
             except Ec2Error:
                 continue
             available = {e.eni_id for e in enis if e.status == "available"}
@@ -631,7 +660,7 @@ class AnnotationAllocator:
             for eni_id, seen in sightings.items():
                 if seen >= self.params.cluster_sweep_sightings:
                     try:
-                        await self.sdk.call(partial(self.ec2.delete_network_interface, eni_id))
+                        await self.sdk.delete_network_interface(eni_id)
                     except Ec2Error:
                         continue
 
@@ -652,7 +681,7 @@ class AnnotationAllocator:
             REASON_BRANCH_ENI_ANNOTATION_FAILED,
             REASON_BRANCH_ALLOCATION_FAILED,
         ):
-            return f"{event[0]}: {event[1]}"
+            return f"{event[0]}: {event[1].splitlines()[0] if event[1] else ''}"
         return f"ContainerCreating: {CNI_NO_ADDRESS_MESSAGE} (no {POD_ENI_ANNOTATION} annotation yet)"
 
     def shows_capacity_reason(self, pod: KubeObject) -> bool:
@@ -661,6 +690,42 @@ class AnnotationAllocator:
     def busy(self) -> bool:
         """A worker is in the middle of a job (EC2 calls may be in flight)."""
         return bool(self.queue.in_flight or self.node_queue.in_flight)
+
+    def next_action_due(self) -> float | None:
+        """When RC next changes EC2 state on its own (None: quiet). The generic quietness hook of
+        `controller.research.approach.ReportsNextAction`: jobs in flight or queued are due now; a
+        non-empty delete queue is due at its next 30 s tick after its first entry's cool-down."""
+        now = self.clock.now()
+        if self.queue.in_flight or self.node_queue.in_flight or len(self.queue) or len(self.node_queue):
+            return now
+        armed = sum(1 for trunk in self.trunks.values() if trunk.queue_job_armed)
+        if _pending_timers(self.queue) > armed or _pending_timers(self.node_queue):
+            return now  # a requeued job waits for its backoff: work is still coming
+        due: float | None = None
+        period = self.params.delete_queue_interval_s
+        for trunk in self.trunks.values():
+            if not trunk.delete_queue:
+                continue
+            ready_at = max(now, min(r.delete_after for r in trunk.delete_queue))
+            ticks = math.ceil((ready_at - trunk.queue_tick_origin) / period - 1e-9)
+            tick = trunk.queue_tick_origin + max(0, ticks) * period
+            due = tick if due is None else min(due, tick)
+        return due
+
+    def cooldown_s(self) -> float:
+        return self.params.branch_cooldown_s
+
+    def ec2_client_facts(self) -> Ec2ClientFacts:
+        params = self.params
+        return Ec2ClientFacts(
+            description=(
+                f"RC: instance + user clients, {params.ec2_client_qps:g} QPS / burst "
+                f"{params.ec2_client_burst} each, a token per attempt; aws-sdk-go-v2 standard retryer, "
+                f"{params.sdk_max_attempts} attempts"
+                + (", retry token bucket modelled" if params.sdk_retry_quota else "")
+            ),
+            same_as_boto3_adapter=False,
+        )
 
     def owned_eni_ids(self) -> tuple[set[str], set[str]]:
         """(in use, pooled): trunks and pod-held branches; branches cooling down in delete queues."""
@@ -674,11 +739,21 @@ class AnnotationAllocator:
         return in_use, pooled
 
     def extra_metrics(self) -> dict[str, float | int | str]:
+        sdk = dict(self.sdk_totals)
+        for key, value in self.sdk.stats().items():
+            sdk[key] = sdk.get(key, 0) + value
         return {
-            "sdk_retries": self.sdk_retries_total + self.sdk.sdk_retries,
+            **sdk,
             "jobs_forgotten_after_max_requeues": self.jobs_forgotten,
+            "node_inits_forgotten_after_max_requeues": self.node_inits_forgotten,
             "enis_forgotten_in_delete_queue": self.enis_forgotten_in_delete_queue,
         }
+
+
+def _pending_timers(queue: RateLimitingQueue[Any]) -> int:
+    """Items the queue holds back for a delay (add_after / add_rate_limited). The work queue has no
+    public count of them; read its timer set (read-only)."""
+    return len(getattr(queue, "_timers", ()))
 
 
 @dataclass

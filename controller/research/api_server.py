@@ -42,9 +42,41 @@ POD_UPDATE_FORBIDDEN = (
 )
 
 
-def pod_invalid_message(name: str) -> str:
-    """The full 422 message for pod `name` (field notes §1)."""
-    return f'The Pod "{name}" is invalid: spec: Forbidden: {POD_UPDATE_FORBIDDEN}'
+def pod_invalid_first_line(name: str) -> str:
+    """The first line of a real kube-apiserver's 422 message (captures/pod-update-422.json). kubectl
+    prints it with "The " in front; the Status message itself has no such prefix."""
+    return f'Pod "{name}" is invalid: spec: Forbidden: {POD_UPDATE_FORBIDDEN}'
+
+
+def pod_invalid_message(name: str, diff: str = "") -> str:
+    """The whole 422 message for pod `name`: the first line, then (after a newline) the server's diff
+    of the rejected `core.PodSpec` change. The diff here is a short rendering, not byte-exact."""
+    return pod_invalid_first_line(name) + ("\n" + diff if diff else "")
+
+
+def _go_name(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def pod_spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """A short rendering of what changed, in the shape of the server's `core.PodSpec{...}` diff."""
+    lines = ["  core.PodSpec{"]
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if key in ("containers", "initContainers") and isinstance(before, list) and isinstance(after, list):
+            for index, (b, a) in enumerate(zip(before, after, strict=False)):
+                for field_name in sorted(set(b) | set(a)):
+                    if b.get(field_name) != a.get(field_name):
+                        label = f"{_go_name(key)}[{index}].{_go_name(field_name)}"
+                        lines.append(f"- \t{label}: {b.get(field_name)!r},")
+                        lines.append(f"+ \t{label}: {a.get(field_name)!r},")
+            continue
+        lines.append(f"- \t{_go_name(key)}: {before!r},")
+        lines.append(f"+ \t{_go_name(key)}: {after!r},")
+    lines.append("  }")
+    return "\n".join(lines) + "\n"
 
 
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
@@ -95,10 +127,41 @@ class ConflictError(ApiError):
 
 
 class InvalidError(ApiError):
-    def __init__(self, message: str, *, field_path: str, cause: str) -> None:
+    """422 Invalid, with the one cause a pod-update validation failure carries."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field_path: str,
+        cause: str,
+        name: str = "",
+        kind: str = "",
+        cause_message: str = "",
+    ) -> None:
         super().__init__(422, "Invalid", message)
         self.field_path = field_path
         self.cause = cause
+        self.name = name
+        self.kind = kind
+        self.cause_message = cause_message
+
+    def status_body(self) -> dict[str, Any]:
+        """The metav1.Status a real kube-apiserver sends (same keys as captures/pod-update-422.json)."""
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "details": {
+                "name": self.name,
+                "kind": self.kind,
+                "causes": [{"reason": self.cause, "message": self.cause_message, "field": self.field_path}],
+            },
+            "code": self.code,
+        }
 
 
 class NotFoundApiError(ApiError):
@@ -171,7 +234,15 @@ def validate_pod_update(old: KubeObject, new: KubeObject) -> None:
         and _without_mutable_pod_fields(old.spec) == _without_mutable_pod_fields(new.spec)
     ):
         return
-    raise InvalidError(pod_invalid_message(new.name), field_path="spec", cause="FieldValueForbidden")
+    diff = pod_spec_diff(old.spec, new.spec)
+    raise InvalidError(
+        pod_invalid_message(new.name, diff),
+        field_path="spec",
+        cause="FieldValueForbidden",
+        name=new.name,
+        kind=new.kind,
+        cause_message=f"Forbidden: {POD_UPDATE_FORBIDDEN}\n{diff}",
+    )
 
 
 # ---------------------------------------------------------------- latency, statistics, watches

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from controller.research.api_server import KubeObject
 
@@ -44,3 +46,44 @@ class Approach(Protocol):
         ...
 
     def extra_metrics(self) -> dict[str, float | int | str]: ...
+
+
+@runtime_checkable
+class ReportsNextAction(Protocol):
+    """Optional hook: an approach that can say when it next acts on its own.
+
+    `next_action_due()` answers the virtual time at which the approach will next change EC2 state
+    without being asked (a delete queue tick, a cool-down or excess timer expiring, a requeued job,
+    work in flight: `now`), or None when it is quiet: nothing queued, nothing cooling, no timer that
+    would call EC2. Periodic housekeeping that finds nothing to do (a leak sweep) does not count.
+    The harness starts `rollout-churn` only once this is None, and keeps counting until it is None
+    again. The annotation baseline implements it; the crd side must (TODO integrator): without it
+    the harness waits a fixed time and marks the run's quietness as unverified.
+    """
+
+    def next_action_due(self) -> float | None: ...
+
+
+@runtime_checkable
+class ReportsCooldown(Protocol):
+    """Optional hook: the branch-ENI cool-down the approach runs with (printed side by side)."""
+
+    def cooldown_s(self) -> float: ...
+
+
+class Ec2ClientFacts(BaseModel):
+    """How an approach's simulated EC2 client limits and retries, as the approach itself reports it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str
+    same_as_boto3_adapter: bool = Field(
+        description="True only when the approach checked its simulated client against Boto3Ec2's config"
+    )
+
+
+@runtime_checkable
+class ReportsEc2Client(Protocol):
+    """Optional hook: the approach describes its EC2 client. The report makes no claim without it."""
+
+    def ec2_client_facts(self) -> Ec2ClientFacts: ...

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 POD_ENI_ANNOTATION = "vpc.amazonaws.com/pod-eni"
 # field-notes §2, "A mutating webhook adds the extended resource `vpc.amazonaws.com/pod-eni: 1`".
 POD_ENI_RESOURCE = "vpc.amazonaws.com/pod-eni"
+# field-notes §2 "RC starts a trunk only after aws-node has marked the node (trunk label or the CNINode
+# feature)".
+HAS_TRUNK_ATTACHED_LABEL = "vpc.amazonaws.com/has-trunk-attached"
 # field-notes §1: the pod event RC emits when the annotation patch fails.
 REASON_BRANCH_ENI_ANNOTATION_FAILED = "BranchENIAnnotationFailed"
 ANNOTATION_FAILED_PREFIX = "failed to annotate pod with branch ENI details: "
@@ -30,11 +33,20 @@ class BaselineParams(BaseModel):
     pod_workers: int = Field(default=30, ge=1)
     # field-notes §2 "Concurrency: ... 5 requeues"
     max_requeues: int = Field(default=5, ge=0)
-    # field-notes §2 "TWO clients of 12 QPS / burst 18 each" (this model has one of them so far)
+    # field-notes §2 "RC builds TWO clients of 12 QPS / burst 18 each: an instance client for
+    # AssociateTrunkInterface, DisassociateTrunkInterface and DescribeTrunkInterfaceAssociations, and a
+    # user client for the rest" (controller/research/rc_ec2.py routes them)
     ec2_client_qps: float = Field(default=12.0, gt=0)
     ec2_client_burst: int = Field(default=18, ge=1)
     # field-notes §2 "aws-sdk-go-v2 standard retryer, 3 attempts" (3 in all: the first call and 2 retries)
     sdk_max_attempts: int = Field(default=3, ge=1)
+    # field-notes §2 "backoff uniform in [0, 1) × 2^attempt s, capped at 20 s"
+    sdk_max_backoff_s: float = Field(default=20.0, gt=0)
+    # aws-sdk-go-v2 standard.go (not in the field notes): the retry token bucket, modelled by default.
+    sdk_retry_quota: bool = True
+    # field-notes §2 "10 node workers, 1 requeue (a failed node init waits for the next node event)"
+    node_init_workers: int = Field(default=10, ge=1)
+    node_max_requeues: int = Field(default=1, ge=0)
     # field-notes §2 "Kubernetes client 20 QPS / burst 30"
     k8s_client_qps: float = Field(default=20.0, gt=0)
     k8s_client_burst: int = Field(default=30, ge=1)
@@ -64,32 +76,47 @@ class BaselineParams(BaseModel):
         "AssociateTrunkInterface",
     )
     per_pod_delete_calls: tuple[str, ...] = ("DisassociateTrunkInterface", "DeleteNetworkInterface")
+    # field-notes §2 "Trunk at node init: DescribeInstances, create (type trunk) → permission → attach →
+    # ModifyNetworkInterfaceAttribute (DeleteOnTermination) → poll DescribeNetworkInterfaces until attached"
     per_node_calls: tuple[str, ...] = (
+        "DescribeInstances",
         "CreateNetworkInterface(trunk)",
         "CreateNetworkInterfacePermission",
         "AttachNetworkInterface",
+        "ModifyNetworkInterfaceAttribute(DeleteOnTermination)",
+        "DescribeNetworkInterfaces (poll from 1 s until attached)",
     )
 
-    # ASSUMPTION (aws-sdk-go DefaultRetryer): retry n waits 2^n × uniform[min, 2·min); min is 30 ms,
-    # 500 ms for throttling errors.
-    sdk_min_retry_delay_s: float = Field(default=0.030, gt=0)
-    sdk_min_throttle_delay_s: float = Field(default=0.5, gt=0)
     # ASSUMPTION (client-go DefaultControllerRateLimiter, which RC's worker queue uses): per item
     # 5 ms × 2^requeues capped at 1000 s, and an overall 10 QPS / burst 100 bucket; the larger wins.
     queue_base_delay_s: float = Field(default=0.005, gt=0)
     queue_max_delay_s: float = Field(default=1000.0, gt=0)
     queue_overall_qps: float = Field(default=10.0, gt=0)
     queue_overall_burst: int = Field(default=100, ge=1)
-    # ASSUMPTION: trunk initialisation runs in its own worker pool of this size.
-    node_init_workers: int = Field(default=10, ge=1)
 
     def field_notes_items(self) -> list[tuple[str, str]]:
         """(parameter, value) pairs taken from field notes §2, in the order the report prints them."""
         return [
             ("pod workers", str(self.pod_workers)),
             ("max requeues per pod", str(self.max_requeues)),
-            ("EC2 client rate limit", f"{self.ec2_client_qps:g} QPS / burst {self.ec2_client_burst}"),
-            ("SDK attempts per EC2 call", str(self.sdk_max_attempts)),
+            (
+                "EC2 clients",
+                f"instance client (AssociateTrunkInterface, DisassociateTrunkInterface, "
+                f"DescribeTrunkInterfaceAssociations) and user client (the rest), "
+                f"{self.ec2_client_qps:g} QPS / burst {self.ec2_client_burst} each, a token per attempt",
+            ),
+            (
+                "SDK retryer",
+                f"aws-sdk-go-v2 standard: {self.sdk_max_attempts} attempts, backoff U[0, 1) × 2^attempt s "
+                f"≤ {self.sdk_max_backoff_s:g} s; retries throttles and HTTP 5xx",
+            ),
+            ("DeleteNetworkInterface", "retry.OnError: 100 ms × 3^n, jitter 0.1, 7 steps, cap 10 s"),
+            ("failed association", "the branch ENI goes to the front of the delete queue"),
+            (
+                "node initialisation",
+                f"{self.node_init_workers} workers, {self.node_max_requeues} requeue, then wait for the "
+                "next Node event; trunk only once aws-node has marked the node",
+            ),
             ("Kubernetes client rate limit", f"{self.k8s_client_qps:g} QPS / burst {self.k8s_client_burst}"),
             ("branch ENI cool-down before delete", f"{self.branch_cooldown_s:g} s (minimum 30 s)"),
             ("delete queue period per node", f"{self.delete_queue_interval_s:g} s"),
@@ -120,15 +147,21 @@ class BaselineParams(BaseModel):
         """Parameters NOT in the field notes, with where the value comes from."""
         return [
             (
-                "SDK retry backoff",
-                f"2^n × U[{self.sdk_min_retry_delay_s * 1000:g} ms, 2×) ; throttled: "
-                f"2^n × U[{self.sdk_min_throttle_delay_s * 1000:g} ms, 2×) (aws-sdk-go DefaultRetryer)",
+                "SDK retry token bucket",
+                ("modelled: " if self.sdk_retry_quota else "NOT modelled (off): ")
+                + "500 per client, 5 per retry, +1 per first-attempt success, a retry's 5 back on its "
+                "success (aws-sdk-go-v2 aws/retry/standard.go)",
             ),
+            (
+                "delete and attach-poll backoff shapes",
+                "helper.go defaultBackOff {100 ms, ×3, 0.1, 7, 10 s} and waitForENIAttachment "
+                "{1 s, ×2, 0.1, 7, 5 min}",
+            ),
+            ("RC's EC2 client placement", "the bucket sits in the HTTP client: every attempt takes a token"),
             (
                 "work queue requeue delay",
                 f"max({self.queue_base_delay_s * 1000:g} ms × 2^n ≤ {self.queue_max_delay_s:g} s, "
                 f"{self.queue_overall_qps:g} QPS / burst {self.queue_overall_burst}) "
                 "(client-go DefaultControllerRateLimiter)",
             ),
-            ("trunk initialisation workers", str(self.node_init_workers)),
         ]

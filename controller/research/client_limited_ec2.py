@@ -1,6 +1,12 @@
-"""netalloc's EC2 client stack in the simulation: the same client-side token bucket and SDK retries
-as its boto3 adapter (`Boto3Ec2.from_config`: 12 QPS / burst 18, 3 attempts), in front of the
-simulated VPC. Without it the crd side would hammer EC2 with no client limit, which netalloc never does."""
+"""The crd side's EC2 client stack in the simulation: one client-side token bucket and SDK retries in
+front of the simulated VPC. Without it the crd side would hammer EC2 with no client limit.
+
+It is NOT the same as netalloc's boto3 adapter (`Boto3Ec2.from_config`): the adapter takes one token
+per logical call (botocore's retries inside it take none) and the controller builds it with
+`max_attempts=1`, while this takes a token per attempt and makes 3 attempts with `SdkRetryingClient`'s
+backoff. TODO (integrator, crd side): replace this with the runtime's own EC2 client, and report it
+through `controller.research.approach.ReportsEc2Client` (set `same_as_boto3_adapter` only from a check);
+the report makes no claim until then."""
 
 from __future__ import annotations
 

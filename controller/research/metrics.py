@@ -1,8 +1,15 @@
 """What one approach did in one scenario: per-pod outcomes, EC2 calls over time, API writes, ENIs.
 
-`MetricsRecorder` is fed during the run (pods created / network-ready, every EC2 request); at the
-end `summarise` turns it and the API server's counters into an `ApproachMetrics` (pydantic), the
-object that crosses into the report and results.json.
+`MetricsRecorder` is fed during the run (pods created / network-ready / Ready, every EC2 request);
+at the end `summarise` turns it and the API server's counters into an `ApproachMetrics` (pydantic),
+the object that crosses into the report and results.json.
+
+Accounting rules (the same for every approach):
+- A stuck pod counts in the percentiles with the run's horizon as its time: a percentile over only
+  the pods that became ready would reward an approach for leaving the slow ones stuck.
+- EC2: every request that reached EC2 is an attempt; attempts are split into successes, throttles
+  and other errors. `mutating_calls_per_pod_start` is mutating attempts / pods started in the window.
+- The floor (controller/research/floor.py) is the approach's own ENI path through EC2's buckets.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controller.adapters.ec2_observer import CallOutcome
 from controller.clock import Clock
+from controller.core.token_bucket import BucketSpec
+from controller.research.floor import EniPath, floor_percentile, per_pod_floors
 
 MUTATING_EXCLUDED_PREFIXES = ("Describe", "Get", "List", "Search")
 SERIES_BIN_S = 5.0
@@ -88,15 +97,28 @@ class ApproachMetrics(BaseModel):
     pods_stuck: int
     stuck_reasons: dict[str, int]
     stuck_pods: list[PodOutcome]
-    p50_ready_s: float | None
+    p50_ready_s: float | None = Field(description="time to network-ready, stuck pods counted as the horizon")
     p95_ready_s: float | None
-    p99_ready_s: float | None
+    p99_ready_s: float | None = Field(description="time to network-ready, stuck pods counted as the horizon")
     max_ready_s: float | None
-    ec2_calls: dict[str, int]
+    ready_only_p50_s: float | None = Field(description="over the pods that became network-ready only")
+    ready_only_p99_s: float | None
+    pods_pod_ready: int = Field(description="pods whose containers started and passed readiness")
+    pod_ready_p50_s: float | None = Field(description="time to pod Ready, stuck pods counted as the horizon")
+    pod_ready_p100_s: float | None
+    ec2_calls: dict[str, int] = Field(description="attempts per action (every request that reached EC2)")
     ec2_calls_total: int
+    ec2_attempts_total: int
+    ec2_successes: dict[str, int]
+    ec2_successes_total: int
+    ec2_errors_total: int = Field(description="attempts that failed with an error other than a throttle")
     ec2_mutating_calls: int
     ec2_throttled: dict[str, int]
     ec2_throttled_total: int
+    mutating_calls_per_pod_start: float | None
+    floor_path: str | None
+    floor_p99_s: float | None = Field(description="EC2 bucket floor of the p99 pod on this approach's path")
+    ratio_to_floor: float | None = Field(description="p99_ready_s / floor_p99_s")
     pod_writes: int
     k8s_writes: int
     k8s_writes_by_kind: dict[str, int]
@@ -121,20 +143,27 @@ class MetricsRecorder:
         self.origin_s = origin_s
         self.created: dict[str, tuple[str, float]] = {}  # pod key -> (node, created at)
         self.ready: dict[str, float] = {}
+        self.pod_ready: dict[str, float] = {}
         self.ec2_calls: Counter[str] = Counter()
+        self.ec2_successes: Counter[str] = Counter()
         self.ec2_throttled: Counter[str] = Counter()
+        self.ec2_errors: Counter[str] = Counter()
         self.ec2_bins: Counter[tuple[int, str]] = Counter()  # (bin, "calls"|"throttled")
         self.pending: dict[str, None] = {}  # created, not yet ready, in creation order
-        self.on_ready: Callable[[str], None] | None = None
+        self.network_ready_listeners: list[Callable[[str], None]] = []
+        self.pod_ready_listeners: list[Callable[[str], None]] = []
 
     def reset_origin(self) -> None:
         """Start measuring afresh (rollout-churn measures the rollout, not the warm-up)."""
         self.origin_s = self._clock.now()
         self.created.clear()
         self.ready.clear()
+        self.pod_ready.clear()
         self.pending.clear()
         self.ec2_calls.clear()
+        self.ec2_successes.clear()
         self.ec2_throttled.clear()
+        self.ec2_errors.clear()
         self.ec2_bins.clear()
 
     def pod_created(self, pod_key: str, node: str) -> None:
@@ -145,8 +174,15 @@ class MetricsRecorder:
         if pod_key in self.pending:
             self.ready[pod_key] = self._clock.now()
             del self.pending[pod_key]
-            if self.on_ready is not None:
-                self.on_ready(pod_key)
+            for listener in list(self.network_ready_listeners):
+                listener(pod_key)
+
+    def pod_became_ready(self, pod_key: str) -> None:
+        """The pod's containers started and its readiness probe passed (the workload's kubelet says so)."""
+        if pod_key in self.ready and pod_key not in self.pod_ready:
+            self.pod_ready[pod_key] = self._clock.now()
+            for listener in list(self.pod_ready_listeners):
+                listener(pod_key)
 
     def is_ready(self, pod_key: str) -> bool:
         return pod_key in self.ready
@@ -159,6 +195,10 @@ class MetricsRecorder:
         if outcome == "throttled":
             self.ec2_throttled[action] += 1
             self.ec2_bins[(time_bin, "throttled")] += 1
+        elif outcome == "ok":
+            self.ec2_successes[action] += 1
+        else:
+            self.ec2_errors[action] += 1
 
 
 def _series(values: Iterable[float], *, origin: float) -> list[SeriesPoint]:
@@ -178,13 +218,33 @@ def summarise(
     allocator_clients: Iterable[str],
     enis: EniAccounting,
     end_s: float,
+    horizon_s: float,
+    floor_path: EniPath | None = None,
+    trunks_in_window: int = 0,
+    buckets: Mapping[str, BucketSpec] | None = None,
     extra: Mapping[str, float | int | str] | None = None,
 ) -> ApproachMetrics:
     """Build the result. `api_stats` is ApiServer.stats; only `allocator_clients` are counted as the
-    approach's own Kubernetes traffic (the workload's creates and bindings are the same for both)."""
+    approach's own Kubernetes traffic (the workload's creates and bindings are the same for both).
+    Stuck pods count as `horizon_s` in the percentiles; the floor is computed when `floor_path` is given."""
     from controller.research.api_server import ClientStats  # local: keep this module import-light
 
     durations = sorted(recorder.ready[key] - recorder.created[key][1] for key in recorder.ready)
+    stuck_count = len(recorder.created) - len(recorder.ready)
+    with_stuck = sorted(durations + [horizon_s] * stuck_count)
+    pod_ready_durations = sorted(
+        recorder.pod_ready[key] - recorder.created[key][1] for key in recorder.pod_ready
+    )
+    pod_ready_with_stuck = sorted(
+        pod_ready_durations + [horizon_s] * (len(recorder.created) - len(pod_ready_durations))
+    )
+    p99 = percentile(with_stuck, 99)
+    floor_p99: float | None = None
+    if floor_path is not None and buckets is not None and recorder.created:
+        offsets = [created_at - recorder.origin_s for _, created_at in recorder.created.values()]
+        floor_p99 = floor_percentile(per_pod_floors(offsets, trunks_in_window, floor_path, buckets), 99)
+    ratio = p99 / floor_p99 if p99 is not None and floor_p99 else None
+    mutating = sum(n for action, n in recorder.ec2_calls.items() if is_mutating(action))
     stuck: list[PodOutcome] = []
     reasons: Counter[str] = Counter()
     for key, (node, created_at) in recorder.created.items():
@@ -229,15 +289,28 @@ def summarise(
         pods_stuck=len(stuck),
         stuck_reasons=dict(sorted(reasons.items())),
         stuck_pods=sorted(stuck, key=lambda p: p.pod),
-        p50_ready_s=_r(percentile(durations, 50)),
-        p95_ready_s=_r(percentile(durations, 95)),
-        p99_ready_s=_r(percentile(durations, 99)),
-        max_ready_s=_r(durations[-1] if durations else None),
+        p50_ready_s=_r(percentile(with_stuck, 50)),
+        p95_ready_s=_r(percentile(with_stuck, 95)),
+        p99_ready_s=_r(p99),
+        max_ready_s=_r(with_stuck[-1] if with_stuck else None),
+        ready_only_p50_s=_r(percentile(durations, 50)),
+        ready_only_p99_s=_r(percentile(durations, 99)),
+        pods_pod_ready=len(recorder.pod_ready),
+        pod_ready_p50_s=_r(percentile(pod_ready_with_stuck, 50)),
+        pod_ready_p100_s=_r(pod_ready_with_stuck[-1] if pod_ready_with_stuck else None),
         ec2_calls=dict(sorted(recorder.ec2_calls.items())),
         ec2_calls_total=sum(recorder.ec2_calls.values()),
-        ec2_mutating_calls=sum(n for action, n in recorder.ec2_calls.items() if is_mutating(action)),
+        ec2_attempts_total=sum(recorder.ec2_calls.values()),
+        ec2_successes=dict(sorted(recorder.ec2_successes.items())),
+        ec2_successes_total=sum(recorder.ec2_successes.values()),
+        ec2_errors_total=sum(recorder.ec2_errors.values()),
+        ec2_mutating_calls=mutating,
         ec2_throttled=dict(sorted(recorder.ec2_throttled.items())),
         ec2_throttled_total=sum(recorder.ec2_throttled.values()),
+        mutating_calls_per_pod_start=round(mutating / len(recorder.created), 4) if recorder.created else None,
+        floor_path=floor_path.name if floor_path is not None else None,
+        floor_p99_s=_r(floor_p99),
+        ratio_to_floor=_r(ratio),
         pod_writes=pod_writes,
         k8s_writes=writes,
         k8s_writes_by_kind=dict(sorted(by_kind.items())),

@@ -58,13 +58,34 @@ def table_rows(result: ComparisonResult, *, short: bool = True) -> tuple[list[st
         ("p99", "p99_ready_s"),
         ("max", "max_ready_s"),
     ):
-        add(f"time to network-ready {label} (s)", [_fmt(getattr(m, attr)) for m in metrics])
-    add("EC2 calls", [str(m.ec2_calls_total) for m in metrics])
-    add("EC2 mutating calls", [str(m.ec2_mutating_calls) for m in metrics])
+        add(f"time to network-ready {label} (s, stuck = horizon)", [_fmt(getattr(m, attr)) for m in metrics])
+    add("  p99 over ready pods only (s)", [_fmt(m.ready_only_p99_s) for m in metrics])
+    add("EC2 floor p99 on the approach's path (s)", [_fmt(m.floor_p99_s) for m in metrics])
+    add("  ratio p99 / floor", [_fmt(m.ratio_to_floor) for m in metrics])
+    add("pods Ready (containers started, readiness passed)", [str(m.pods_pod_ready) for m in metrics])
+    add(
+        "time to pod Ready p50 / max (s, stuck = horizon)",
+        [f"{_fmt(m.pod_ready_p50_s)} / {_fmt(m.pod_ready_p100_s)}" for m in metrics],
+    )
+    runs = [result.runs[n] for n in names]
+    if any(r.release_gate_p100_s is not None for r in runs):
+        add(
+            "release gate: last of 1,000 pods Ready (s) vs RC's",
+            [f"{_fmt(r.release_gate_p100_s)} vs {_fmt(r.release_gate_target_s)}" for r in runs],
+        )
+    add("branch ENI cool-down (s)", [_fmt(r.cooldown_s) for r in runs])
+    add("EC2 attempts", [str(m.ec2_attempts_total) for m in metrics])
+    add("  successes", [str(m.ec2_successes_total) for m in metrics])
+    add("  throttled", [str(m.ec2_throttled_total) for m in metrics])
+    add("  other errors", [str(m.ec2_errors_total) for m in metrics])
+    add("EC2 mutating attempts", [str(m.ec2_mutating_calls) for m in metrics])
+    add("  per pod start", [_fmt(m.mutating_calls_per_pod_start) for m in metrics])
     actions = sorted({a for m in metrics for a in m.ec2_calls})
     for action in actions:
         add(f"  {action}", [str(m.ec2_calls.get(action, 0)) for m in metrics])
-    add("EC2 throttled calls", [str(m.ec2_throttled_total) for m in metrics])
+    throttled_actions = sorted({a for m in metrics for a in m.ec2_throttled})
+    for action in throttled_actions:
+        add(f"  throttled {action}", [str(m.ec2_throttled.get(action, 0)) for m in metrics])
     add("Kubernetes writes to Pod objects", [str(m.pod_writes) for m in metrics])
     add("Kubernetes writes (all)", [str(m.k8s_writes) for m in metrics])
     kinds = sorted({k for m in metrics for k in m.k8s_writes_by_kind})
@@ -96,12 +117,28 @@ def render_table(result: ComparisonResult, performance: RunPerformance | None = 
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.append("")
+    lines += ec2_client_lines(result)
     for check in result.targets:
         status = {True: "MET", False: "NOT MET", None: "n/a"}[check.met]
         lines.append(f"[{status}] {check.target}: {check.measured}")
     if performance is not None:
         lines.append(_performance_line(performance))
     return "\n".join(lines)
+
+
+def ec2_client_lines(result: ComparisonResult) -> list[str]:
+    """What each approach says about its simulated EC2 client. No claim is made for an approach that
+    does not report it (TODO integrator: the crd side implements `ReportsEc2Client.ec2_client_facts`,
+    and sets `same_as_boto3_adapter` only from a check against `Boto3Ec2.from_config`)."""
+    lines = []
+    for name, run in result.runs.items():
+        facts = run.ec2_client
+        if facts is None:
+            lines.append(f"EC2 client ({name}): not reported by the approach; no claim is made about it")
+        else:
+            same = " — checked: the same limits as its boto3 adapter" if facts.same_as_boto3_adapter else ""
+            lines.append(f"EC2 client ({name}): {facts.description}{same}")
+    return lines
 
 
 def _performance_line(performance: RunPerformance) -> str:
@@ -119,6 +156,11 @@ def summary_object(result: ComparisonResult, performance: RunPerformance | None 
             **run.metrics.model_dump(mode="json", exclude=BULKY_FIELDS),
             "stuck_pods_sample": [p.model_dump(mode="json") for p in run.metrics.stuck_pods[:5]],
             "workload": run.workload.model_dump(mode="json"),
+            "cooldown_s": run.cooldown_s,
+            "ec2_client": run.ec2_client.model_dump(mode="json") if run.ec2_client else None,
+            "quiet_at_accounting": run.quiet_at_accounting,
+            "release_gate_p100_s": run.release_gate_p100_s,
+            "release_gate_target_s": run.release_gate_target_s,
         }
         for name, run in result.runs.items()
     }
@@ -237,20 +279,22 @@ def render_markdown(result: ComparisonResult, performance: RunPerformance | None
     base = result.runs.get("annotation")
     if base is not None:
         lines.append(
-            f"- Simulated here ({base.metrics.implementation}): {base.metrics.pods_ready} of "
-            f"{base.metrics.pods_total} pods network-ready, "
-            f"the last after {_fmt(base.metrics.max_ready_s)} s "
-            f"(p99 {_fmt(base.metrics.p99_ready_s)} s)."
+            f"- Simulated here ({base.metrics.implementation}): {base.metrics.pods_pod_ready} of "
+            f"{base.metrics.pods_total} pods Ready, the last after {_fmt(base.metrics.pod_ready_p100_s)} s "
+            f"(network-ready p99 {_fmt(base.metrics.p99_ready_s)} s); release_gate_p100_s "
+            f"{_fmt(base.release_gate_p100_s)} vs release_gate_target_s {_fmt(base.release_gate_target_s)}."
         )
+    lines += ["", "## Cool-downs side by side", ""]
+    lines += [f"- {name}: {_fmt(run.cooldown_s)} s" for name, run in result.runs.items()]
+    lines.append(f"- RC's documented values: default {baseline.branch_cooldown_s:g} s, minimum 30 s.")
     lines += ["", "## Parameters", "", "### Scenario", ""]
     lines += [f"- {k}: {v}" for k, v in parameter_rows(result.params)]
     lines += ["", "### Annotation baseline (RC), from field notes §2", ""]
     lines += [f"- {k}: {v}" for k, v in baseline.field_notes_items()]
     lines += ["", "### Assumptions (not in the field notes)", ""]
     lines += [f"- {k}: {v}" for k, v in baseline.assumption_items()]
+    lines += ["- " + line for line in ec2_client_lines(result)]
     lines += [
-        "- netalloc's EC2 client: the same 12 QPS / burst 18 bucket and 3 SDK attempts as its boto3 adapter "
-        "(`Boto3Ec2.from_config`).",
         "- API request latency (both approaches, every request): log-normal through RC's measured annotate "
         "latency p50 and p99.",
         "- The scheduler binds without a client-side limit; pod creation, binding and deletion are the "
@@ -271,7 +315,11 @@ def render_markdown(result: ComparisonResult, performance: RunPerformance | None
         "- crd: " + (result.runs["crd"].metrics.implementation if "crd" in result.runs else "") + ".",
         "",
         "Time to network-ready runs from pod creation until the node's CNI can see the pod's network "
-        "(the annotation, or the PodNetworkAllocation in state Allocated) through its watch. A pod is "
+        "(the annotation, or the PodNetworkAllocation in state Allocated) through its watch; pod Ready "
+        "adds the container start and the readiness probe. Stuck pods count in every percentile with "
+        "the virtual time limit as their time. The floor is what EC2's buckets allow on the approach's "
+        "ENI path (controller/research/floor.py), from the scenario's pod and node counts. EC2 attempts "
+        "are every request that reached EC2, split into successes, throttles and other errors. A pod is "
         "stuck when it is not network-ready when the run settles (every pod ready, or its allocator gave "
         "up) or hits the virtual time limit; its reason is what its user can see. ENIs are counted "
         "60 s after the workload settled, at a moment the allocator has no operation in flight (waiting "

@@ -63,6 +63,29 @@ class ScenarioParams(BaseModel):
     namespace: str = "apps"
     watch_delay_s: float = Field(default=0.05, ge=0, description="watch event delivery delay")
     horizon_s: float = Field(default=14_400.0, gt=0, description="virtual time limit of one run")
+    # Node start-up (field notes §7). Nodes register at t=0 (the Node object exists, not Ready); aws-node
+    # marks them and they turn Ready `node_ready_gap_s` later. The scheduler binds pods to Ready nodes
+    # only; RC starts its trunk only once the node is marked; a controller may start at registration.
+    # Default 10 s: a short, conservative head start for a controller that starts at registration
+    # (field notes give up to 35 s for aws-node's readiness probe alone); `benchmarks/rc_baseline.py`
+    # sweeps 0, 10 and 30 s so no figure rests on this choice.
+    node_ready_gap_s: float = Field(default=10.0, ge=0, description="Node registration → Ready and marked")
+    kubelet_status_report_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="ASSUMPTION kubelet nodeStatusReportFrequency: a Node event every 5 min",
+    )
+    # ASSUMPTION (field notes §3 "ENI create + attach can take up to 10 s"): an attachment turns
+    # `attached` after a uniform draw in this range.
+    attach_delay_min_s: float = Field(default=1.0, ge=0)
+    attach_delay_max_s: float = Field(default=5.0, ge=0)
+    # Pod lifecycle (ASSUMPTIONS, the same for both approaches): after its network is ready the
+    # container starts, then the readiness probe passes; a deleted pod terminates for its grace period.
+    container_start_s: float = Field(default=2.0, ge=0, description="network-ready → container running")
+    readiness_s: float = Field(default=5.0, ge=0, description="container running → pod Ready")
+    termination_s: float = Field(
+        default=30.0, ge=0, description="pod deletion → gone (terminationGracePeriodSeconds, used in full)"
+    )
     # admission-conflict
     prestop_fraction: float = Field(default=0.0, ge=0, le=1, description="pods the preStop policy selects")
     # prefix-exhaustion
@@ -82,10 +105,11 @@ class ScenarioParams(BaseModel):
     crd_warm_branch_eni_target: int = Field(
         default=4, ge=0, description="PoolSettings.warm_branch_eni_target (netalloc's default)"
     )
+    # Both approaches get the same Kubernetes client limit: RC's 20 QPS / burst 30 (field notes §2).
     crd_k8s_client_qps: float | None = Field(
-        default=None, description="netalloc's Kubernetes client QPS (None: kopf/aiohttp has no client limit)"
+        default=20.0, description="netalloc's Kubernetes client QPS (RC's, so the comparison is even)"
     )
-    crd_k8s_client_burst: int | None = None
+    crd_k8s_client_burst: int | None = 30
     crd_prefix_fallback: bool = Field(
         default=True, description="PREFIX_FALLBACK_TO_SECONDARY_IP (netalloc's default: on)"
     )
@@ -146,6 +170,13 @@ def parameter_rows(params: ScenarioParams) -> list[tuple[str, str]]:
         ("instance type", params.instance_type),
         ("subnet", params.subnet_cidr),
         ("watch delivery delay", f"{params.watch_delay_s:g} s"),
+        ("Node registration → Ready (and aws-node mark)", f"{params.node_ready_gap_s:g} s"),
+        ("ENI attachment completes after", f"{params.attach_delay_min_s:g}–{params.attach_delay_max_s:g} s"),
+        (
+            "pod lifecycle",
+            f"container start {params.container_start_s:g} s, readiness {params.readiness_s:g} s, "
+            f"termination {params.termination_s:g} s",
+        ),
         ("virtual time limit", f"{params.horizon_s:g} s"),
     ]
     if params.name is ScenarioName.ROLLOUT_CHURN:

@@ -1,5 +1,8 @@
-"""RC's EC2 client as the simulation sees it: a client-side token bucket in front of every attempt,
-and the AWS SDK's retries (aws-sdk-go DefaultRetryer shape) for throttling and transient errors."""
+"""A generic simulated SDK client: a client-side token bucket in front of every attempt, and retries
+in the aws-sdk-go (v1) DefaultRetryer shape for throttling and transient errors.
+
+Only the crd side's simulation uses it now (`client_limited_ec2.py`); RC's own client stack, with the
+aws-sdk-go-v2 standard retryer RC uses, is `rc_ec2.py`."""
 
 from __future__ import annotations
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Mapping
 
 from controller.adapters.sim_vpc import SimulatedVpc
 from controller.clock import LoopClock
+from controller.core.errors import Ec2Error
 from controller.core.instance_limits import BUILTIN_BRANCH_LIMITS
 from controller.ports.ec2 import InstanceInfo, InstanceTypeInfo, InterfaceType, NetworkInterface
 from controller.research.api_server import ApiServer, KubeObject, LatencyModel
@@ -16,12 +18,55 @@ from controller.research.scenarios import INSTANCE_TYPES, ScenarioParams
 
 
 class AccountedVpc(SimulatedVpc):
-    """The simulated VPC, remembering which ENIs CreateNetworkInterface made and which were deleted."""
+    """The simulated VPC, remembering which ENIs CreateNetworkInterface made and which were deleted.
 
-    def __init__(self, **kwargs: object) -> None:
+    It also models what the port leaves out and RC's trunk sequence needs: an attachment is
+    `attaching` for a drawn time before it is `attached` (field notes §3: "ENI create + attach can
+    take up to 10 s"), and ModifyNetworkInterfaceAttribute(Attachment.DeleteOnTermination)."""
+
+    def __init__(self, *, attach_delay_s: tuple[float, float] = (0.0, 0.0), **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.created_ids: dict[str, None] = {}
         self.deleted_ids: dict[str, None] = {}
+        self.attach_delay_s = attach_delay_s
+        self._attach_rng = random.Random(f"attach:{kwargs.get('seed', 0)}")
+        self._attached_at: dict[str, float] = {}
+        self.delete_on_termination: set[str] = set()
+
+    async def attach_network_interface(self, eni_id: str, *, instance_id: str, device_index: int) -> str:
+        attachment_id = await super().attach_network_interface(
+            eni_id, instance_id=instance_id, device_index=device_index
+        )
+        low, high = self.attach_delay_s
+        delay = self._attach_rng.uniform(low, high) if high > 0 else 0.0
+        self._attached_at[eni_id] = self._clock.now() + delay
+        return attachment_id
+
+    def instance_network_interfaces(self, instance_id: str) -> list[NetworkInterface]:
+        """The NetworkInterfaces a DescribeInstances answer lists for the instance (no API call here:
+        the caller has paid for the DescribeInstances)."""
+        return self.network_interfaces(instance_id=instance_id)
+
+    def attachment_status(self, eni_id: str) -> str:
+        """EC2's Attachment.Status: `attaching` until the drawn delay has passed, then `attached`."""
+        eni = self.network_interface(eni_id)
+        if eni is None or eni.attachment is None:
+            return "detached"
+        return "attached" if self._clock.now() >= self._attached_at.get(eni_id, 0.0) else "attaching"
+
+    async def set_delete_on_termination(self, eni_id: str, attachment_id: str) -> None:
+        """ModifyNetworkInterfaceAttribute with Attachment{AttachmentId, DeleteOnTermination: true}."""
+
+        def body() -> None:
+            eni = self._enis.get(eni_id)
+            if eni is None or eni.attachment is None or eni.attachment.attachment_id != attachment_id:
+                raise Ec2Error(
+                    "InvalidAttachmentID.NotFound",
+                    f"The network interface attachment ID '{attachment_id}' does not exist",
+                )
+            self.delete_on_termination.add(eni_id)
+
+        await self._invoke("ModifyNetworkInterfaceAttribute", body)
 
     async def create_network_interface(
         self,
@@ -74,6 +119,7 @@ class SimWorld:
             clock=self.clock,
             seed=seed,
             observer=recorder.ec2_call,
+            attach_delay_s=(params.attach_delay_min_s, params.attach_delay_max_s),
         )
         self.subnet_id = self.vpc.create_subnet(params.subnet_cidr).subnet_id
         self.node_security_group = self.vpc.create_security_group("nodes")

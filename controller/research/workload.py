@@ -11,7 +11,7 @@ import math
 import random
 import zlib
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -26,8 +26,8 @@ from controller.research.api_server import (
     NotFoundApiError,
     ObjectKey,
 )
-from controller.research.approach import Approach
-from controller.research.baseline_params import POD_ENI_RESOURCE
+from controller.research.approach import Approach, ReportsNextAction
+from controller.research.baseline_params import HAS_TRUNK_ATTACHED_LABEL, POD_ENI_RESOURCE
 from controller.research.metrics import MetricsRecorder
 from controller.research.scenarios import ScenarioName, ScenarioParams
 from controller.research.security_group_policy import PRESTOP_POLICY_LABEL, make_policy
@@ -36,6 +36,20 @@ from controller.research.virtual_time import spawn
 
 TARGET_NODE_LABEL = "sim/target-node"
 APP_LABEL = "app"
+QUIET_POLL_S = 1.0
+QUIET_FALLBACK_S = 180.0  # without a quietness hook: 60 s cool-down-sized wait ×3, marked unverified
+QUIET_LIMIT_S = 3600.0
+
+
+def node_is_ready(node: KubeObject) -> bool:
+    """The Node's Ready condition is True (the scheduler places pods on Ready nodes only)."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in node.status.get("conditions", ())
+    )
+
+
+def _ready_status(ready: bool) -> dict[str, Any]:
+    return {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
 
 
 class WorkloadOutcome(BaseModel):
@@ -49,6 +63,10 @@ class WorkloadOutcome(BaseModel):
     waiting_with_capacity_reason: int | None = None
     warmup_ready: int | None = None
     warmup_end_s: float | None = None
+    quiet_hook: bool = False
+    quiet_before_rollout: bool | None = None
+    drained: bool | None = None
+    drained_at_s: float | None = None
 
 
 class Scheduler:
@@ -87,7 +105,7 @@ class Scheduler:
     def _try_bind(self, node_name: str) -> None:
         node = self.nodes.get(node_name)
         queue = self.pending.get(node_name)
-        if node is None or not queue:
+        if node is None or not queue or not node_is_ready(node):
             return
         capacity_text = node.status.get("capacity", {}).get(POD_ENI_RESOURCE)
         capacity = int(capacity_text) if capacity_text is not None else 0
@@ -133,23 +151,58 @@ class Workload:
         self._node_names: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler = Scheduler(self.api)
-        self._ready_listeners: list[Callable[[str], None]] = []
+        self.terminating: set[str] = set()
+        recorder.network_ready_listeners.append(self._kubelet_starts_containers)
 
     # ------------------------------------------------------------------ building blocks
     def register_nodes(self, count: int) -> None:
+        """Nodes register now; aws-node marks each and it turns Ready `node_ready_gap_s` later (field
+        notes §7); the kubelet then reports the Node status every `kubelet_status_report_s`."""
+        gap = self.params.node_ready_gap_s
         for index in range(count):
             name = f"node-{index:04d}"
             instance = self.world.launch_node_instance()
+            labels = {"node.kubernetes.io/instance-type": self.params.instance_type}
+            if gap <= 0:
+                labels[HAS_TRUNK_ATTACHED_LABEL] = "false"
             self.api.apply_create(
                 KubeObject(
                     kind=NODE,
                     namespace="",
                     name=name,
-                    labels={"node.kubernetes.io/instance-type": self.params.instance_type},
+                    labels=labels,
                     spec={"providerID": instance.instance_id},
+                    status=_ready_status(gap <= 0),
                 )
             )
             self._node_names.append(name)
+            self._spawn(self._kubelet_node_status(name, gap))
+
+    async def _kubelet_node_status(self, name: str, gap: float) -> None:
+        if gap > 0:
+            await self.clock.sleep(gap)
+            # aws-node marks the node for RC (field notes §2) and the node turns Ready together.
+            self.api.apply_merge_patch(
+                (NODE, "", name),
+                {"metadata": {"labels": {HAS_TRUNK_ATTACHED_LABEL: "false"}}, "status": _ready_status(True)},
+            )
+        beat = 0
+        while True:
+            await self.clock.sleep(self.params.kubelet_status_report_s)
+            beat += 1
+            if self.api.peek(NODE, "", name) is None:
+                return
+            self.api.apply_merge_patch((NODE, "", name), {"status": {"kubeletHeartbeat": beat}})
+
+    def _kubelet_starts_containers(self, key: str) -> None:
+        """Network ready → the container starts → the readiness probe passes → pod Ready."""
+        delay = self.params.container_start_s + self.params.readiness_s
+        asyncio.get_running_loop().call_later(delay, self._pod_ready, key)
+
+    def _pod_ready(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        if key not in self.terminating and self.api.peek(POD, namespace, name) is not None:
+            self.recorder.pod_became_ready(key)
 
     def create_policy(self) -> None:
         policy = make_policy(
@@ -183,9 +236,35 @@ class Workload:
         return key
 
     def delete_pod(self, key: str) -> None:
+        """Graceful deletion: the pod terminates for `termination_s`, then it is gone (DELETED)."""
+        namespace, name = key.split("/", 1)
+        if self.api.peek(POD, namespace, name) is None or key in self.terminating:
+            return
+        self.terminating.add(key)
+        asyncio.get_running_loop().call_later(self.params.termination_s, self._pod_gone, key)
+
+    def _pod_gone(self, key: str) -> None:
+        self.terminating.discard(key)
         namespace, name = key.split("/", 1)
         if self.api.peek(POD, namespace, name) is not None:
             self.api.apply_delete((POD, namespace, name))
+
+    async def wait_quiet(self, deadline: float) -> bool | None:
+        """Wait until no pod is terminating and the approach says it is quiet (`ReportsNextAction`).
+        True: quiet; False: the deadline came first; None: the approach has no hook, so after it is
+        idle a fixed `QUIET_FALLBACK_S` is waited and quietness is unverified."""
+        while self.terminating and self.clock.now() < deadline:
+            await self.clock.sleep(QUIET_POLL_S)
+        if not isinstance(self.approach, ReportsNextAction):
+            while self.approach.busy() and self.clock.now() < deadline:
+                await self.clock.sleep(QUIET_POLL_S)
+            await self.clock.sleep(max(0.0, min(QUIET_FALLBACK_S, deadline - self.clock.now())))
+            return None
+        while self.clock.now() < deadline:
+            if self.approach.next_action_due() is None and not self.approach.busy():
+                return True
+            await self.clock.sleep(QUIET_POLL_S)
+        return False
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         spawn(coro, name="workload", registry=self._tasks)
@@ -279,6 +358,9 @@ class Workload:
                 await self.clock.sleep(interval_s)
 
     async def _rollout(self) -> WorkloadOutcome:
+        """Warm up, wait until the approach is quiet, then a rolling update (max surge 25%, max
+        unavailable 0): an old pod is deleted (gracefully) only when a new one is Ready. Counting
+        runs until every new pod is Ready and the approach is quiet again (delete queues drained)."""
         params = self.params
         self.create_policy()
         self.approach.start()
@@ -287,11 +369,12 @@ class Workload:
         old = [self.create_pod(nodes[i % len(nodes)], version="v1") for i in range(params.replicas)]
         await self.wait_settled(params.horizon_s)
         warmup_ready = len(self.recorder.ready)
+        quiet_before = await self.wait_quiet(self.clock.now() + QUIET_LIMIT_S)
         warmup_end = self.clock.now()
         self.recorder.reset_origin()
         surge = max(1, math.ceil(params.replicas * params.max_surge_fraction))
         ready_events: asyncio.Queue[str] = asyncio.Queue()
-        self.recorder.on_ready = ready_events.put_nowait
+        self.recorder.pod_ready_listeners.append(ready_events.put_nowait)
         to_delete = deque(old)
         created = 0
         new_in_flight = 0
@@ -319,8 +402,19 @@ class Workload:
                 start_new()
             if new_in_flight and self.settled():
                 break
-        self.recorder.on_ready = None
+        self.recorder.pod_ready_listeners.remove(ready_events.put_nowait)
+        while to_delete:  # the rollout's end: the last old pods go
+            self.delete_pod(to_delete.popleft())
         settled = await self.wait_settled(deadline)
+        end = self.clock.now()
+        drained = await self.wait_quiet(end + QUIET_LIMIT_S)
         return WorkloadOutcome(
-            end_s=self.clock.now(), settled=settled, warmup_ready=warmup_ready, warmup_end_s=warmup_end
+            end_s=end,
+            settled=settled,
+            warmup_ready=warmup_ready,
+            warmup_end_s=warmup_end,
+            quiet_hook=isinstance(self.approach, ReportsNextAction),
+            quiet_before_rollout=quiet_before,
+            drained=drained,
+            drained_at_s=round(self.clock.now() - self.recorder.origin_s, 3),
         )

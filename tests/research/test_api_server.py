@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -15,17 +17,22 @@ from controller.research.api_server import (
     InvalidError,
     KubeObject,
     LatencyModel,
-    pod_invalid_message,
+    pod_invalid_first_line,
 )
 from controller.research.security_group_policy import PRESTOP_POLICY_LABEL, prestop_policy_webhook
 from controller.research.virtual_time import run_virtual
 
-FIELD_NOTES_422 = (
-    'The Pod "web-1" is invalid: spec: Forbidden: pod updates may not change fields other than '
-    "`spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, "
-    "`spec.tolerations` (only additions to existing tolerations) or "
-    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
-)
+# A real kube-apiserver v1.26's answer (copied from shared/captures/pod-update-422.json).
+CAPTURE = json.loads((Path(__file__).parent / "data" / "pod-update-422.json").read_text(encoding="utf-8"))
+REAL_BODY = CAPTURE["body"]
+REAL_NAME = REAL_BODY["details"]["name"]
+
+
+def _first_line_for(name: str) -> str:
+    return REAL_BODY["message"].splitlines()[0].replace(f'"{REAL_NAME}"', f'"{name}"')
+
+
+FIELD_NOTES_422 = _first_line_for("web-1")
 
 
 def _server() -> ApiServer:
@@ -50,8 +57,9 @@ def _pod(name: str, *, prestop: bool) -> KubeObject:
     )
 
 
-def test_the_422_message_is_the_field_notes_text() -> None:
-    assert pod_invalid_message("web-1") == FIELD_NOTES_422
+def test_the_422_first_line_is_the_real_servers_without_a_leading_the() -> None:
+    assert pod_invalid_first_line(REAL_NAME) == REAL_BODY["message"].splitlines()[0]
+    assert not pod_invalid_first_line("web-1").startswith("The ")
 
 
 def test_annotation_patch_through_a_spec_mutating_update_webhook_answers_422() -> None:
@@ -73,7 +81,16 @@ def test_annotation_patch_through_a_spec_mutating_update_webhook_answers_422() -
         "FieldValueForbidden",
         "spec",
     )
-    assert error.message == FIELD_NOTES_422
+    assert error.message.splitlines()[0] == FIELD_NOTES_422
+    assert "Lifecycle" in error.message.split("\n", 1)[1]  # the diff names the field the webhook added
+    body = error.status_body()
+    for key in ("kind", "apiVersion", "status", "reason", "code"):
+        assert body[key] == REAL_BODY[key], key
+    assert body["details"]["kind"] == REAL_BODY["details"]["kind"]
+    (cause,) = body["details"]["causes"]
+    (real_cause,) = REAL_BODY["details"]["causes"]
+    assert (cause["reason"], cause["field"]) == (real_cause["reason"], real_cause["field"])
+    assert cause["message"].splitlines()[0] == real_cause["message"].splitlines()[0]
     assert count == 1
 
 

@@ -29,7 +29,8 @@ def test_defaults_are_the_field_notes_values() -> None:
     params = BaselineParams()
     assert (params.pod_workers, params.max_requeues) == (30, 5)
     assert (params.ec2_client_qps, params.ec2_client_burst) == (12.0, 18)
-    assert params.sdk_max_attempts == 3
+    assert params.sdk_max_attempts == 3 and params.sdk_max_backoff_s == 20.0 and params.sdk_retry_quota
+    assert (params.node_init_workers, params.node_max_requeues) == (10, 1)
     assert (params.k8s_client_qps, params.k8s_client_burst) == (20.0, 30)
     assert params.branch_cooldown_s == 60.0
     assert params.delete_queue_interval_s == 30.0
@@ -65,6 +66,9 @@ def test_values_parsed_from_the_field_notes_text_match() -> None:
     qps, burst = _find(r"(\d+) QPS / burst (\d+) each", section)  # each of RC's two EC2 clients
     assert (float(qps), int(burst)) == (params.ec2_client_qps, params.ec2_client_burst)
     assert int(_find(r"standard retryer, (\d+) attempts", section)[0]) == params.sdk_max_attempts
+    assert float(_find(r"capped at (\d+) s", section)[0]) == params.sdk_max_backoff_s
+    node_workers, node_requeues = map(int, _find(r"(\d+) node workers, (\d+) requeue", section))
+    assert (node_workers, node_requeues) == (params.node_init_workers, params.node_max_requeues)
     k_qps, k_burst = _find(r"Kubernetes client (\d+) QPS / burst (\d+)", section)
     assert (float(k_qps), int(k_burst)) == (params.k8s_client_qps, params.k8s_client_burst)
     assert int(_find(r"cool-down \(default (\d+) s", section)[0]) == params.branch_cooldown_s
@@ -87,8 +91,13 @@ def test_the_report_lists_every_field_notes_parameter_and_the_assumptions_apart(
     params = BaselineParams()
     items = dict(params.field_notes_items())
     assert items["pod workers"] == "30"
-    assert items["EC2 client rate limit"] == "12 QPS / burst 18"
+    assert "12 QPS / burst 18 each" in items["EC2 clients"] and "instance client" in items["EC2 clients"]
+    assert "U[0, 1) × 2^attempt" in items["SDK retryer"]
+    assert "100 ms" in items["DeleteNetworkInterface"]
+    assert "10 workers, 1 requeue" in items["node initialisation"]
     assert items["Kubernetes client rate limit"] == "20 QPS / burst 30"
     assert "60 s" in items["branch ENI cool-down before delete"]
+    assert "ModifyNetworkInterfaceAttribute" in items["per-node EC2 calls at registration"]
     assumptions = dict(params.assumption_items())
-    assert "SDK retry backoff" in assumptions and "SDK retry backoff" not in items
+    assert "SDK retry token bucket" in assumptions and "SDK retry token bucket" not in items
+    assert assumptions["SDK retry token bucket"].startswith("modelled")
