@@ -117,6 +117,9 @@ class NodePool:
         self.trunk_device_index: int | None = None
         self.branches: dict[str, BranchEni] = {}
         self.branch_holders: dict[str, str] = {}  # allocation key -> branch eni id
+        # Keys whose pods are terminating: their branches come back (after the grace period and the
+        # cool-down), so the planner counts them like cooling ones and makes no replacement meanwhile.
+        self.returning: set[str] = set()
         self.ip_holders: dict[str, str] = {}  # ip -> allocation key
         self.key_ips: dict[str, IpHolding] = {}  # allocation key -> holding
         self.cooling_ips: dict[str, float] = {}  # ip -> reusable at
@@ -308,6 +311,7 @@ class NodePool:
         return True
 
     def release_ip(self, key: str, now: float) -> str | None:
+        self.returning.discard(key)
         holding = self.key_ips.pop(key, None)
         if holding is None:
             return None
@@ -379,7 +383,12 @@ class NodePool:
         branch.holder = key
         self.branch_holders[key] = eni_id
 
+    def returning_branches(self) -> int:
+        """Assigned branches whose pods are terminating."""
+        return sum(1 for key in self.returning if key in self.branch_holders)
+
     def unassign_branch(self, key: str, now: float, *, cool_down: bool = True) -> BranchEni | None:
+        self.returning.discard(key)
         eni_id = self.branch_holders.pop(key, None)
         if eni_id is None:
             return None

@@ -278,9 +278,10 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
     if settings.enable_pod_eni and limits.trunking and (pool.trunk_eni_id is not None or trunk_planned):
         counts = pool.branch_counts()
         room = limits.branch_enis - len(pool.branches)
-        # Cooling branches come back to warm after their cool-down: count them, rather than create
-        # now and delete the excess later (which costs five mutating calls per branch for nothing).
-        available = counts[BranchState.WARM] + counts[BranchState.COOLING]
+        # Cooling branches come back to warm after their cool-down, and those of terminating pods
+        # after their grace period too: count them, rather than create now and delete the excess
+        # later (five mutating calls per branch for nothing; in a rollout, one per replaced pod).
+        available = counts[BranchState.WARM] + counts[BranchState.COOLING] + pool.returning_branches()
         missing = min(settings.warm_branch_eni_target - available, room)
         if missing > 0:
             actions.append(CreateBranches(count=missing))
@@ -329,3 +330,17 @@ def _release_excess(
         )
         excess -= len(chosen)
     return actions
+
+
+def next_action_due(pool: NodePool, now: float) -> float | None:
+    """When the pool will next need an EC2 call without being asked: `now` if the plan has work, else
+    the first cool-down to end or excess timer to fire; None when it is quiet. A loop that sleeps
+    until this time never mistakes a running timer for quiet."""
+    plan = plan_pool(pool, now)
+    if plan.actions:
+        return now
+    due: list[float] = list(pool.cooling_ips.values())
+    due.extend(b.cooling_until for b in pool.branches.values() if b.state is BranchState.COOLING)
+    delay = pool.settings.excess_release_delay_s
+    due.extend(since + delay for since in (plan.excess_since, plan.branch_excess_since) if since is not None)
+    return max(now, min(due)) if due else None

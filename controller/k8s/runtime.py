@@ -25,6 +25,7 @@ from controller.k8s.cache import Change, ClusterState
 from controller.k8s.heap import trim_forever
 from controller.k8s.informers import KINDS, REFS, Informers
 from controller.k8s.kube_api import Conflict, KubeError, KubePort
+from controller.k8s.objects import allocation_key
 from controller.k8s.reconcilers import LEAKS, SUBNETS, Reconcilers, WorkItem, node_item, pna_item
 from controller.k8s.reconcilers.context import (
     Context,
@@ -163,6 +164,11 @@ class ControllerRuntime:
             namespace, name = change.key
             if self.ctx.managed_namespace(namespace) or self.state.pnas.get(change.key) is not None:
                 self.enqueue(pna_item(namespace, name))
+            pod = change.new
+            if pod is not None and pod.deleting and pod.node_name:
+                network = self.ctx.pools.network(pod.node_name)
+                if network is not None:  # its branch comes back after the grace period: no replacement
+                    network.pool.returning.add(allocation_key(namespace, name, pod.uid))
         elif kind == "podnetworkallocations":
             self.enqueue(pna_item(*change.key))
             if change.old is None and change.new is not None:

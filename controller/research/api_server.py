@@ -504,6 +504,14 @@ class ApiServer:
             )
         return self._remove(obj_key)
 
+    def apply_graceful_delete(self, obj_key: ObjectKey) -> KubeObject:
+        """A pod's graceful delete as the API server records it: deletionTimestamp at once (watchers
+        see the pod terminating); the object goes when the kubelet is done (`apply_delete`)."""
+        current = self._existing(obj_key)
+        if current.meta.get("deletionTimestamp") is not None:
+            return current
+        return self._commit(replace(current, meta={**current.meta, "deletionTimestamp": self.clock.now()}))
+
     def _remove(self, obj_key: ObjectKey) -> KubeObject:
         current = self._existing(obj_key)
         del self._store[obj_key]

@@ -29,13 +29,16 @@ from controller.core.allocation_state import AllocationState, AllocationStatus
 from controller.core.errors import ErrorClass
 from controller.core.instance_limits import InstanceLimits, limits_for
 from controller.core.node_pool import BranchState
+from controller.core.pool_planner import next_action_due
 from controller.core.retry_policy import RetryPolicy
+from controller.engine.ec2_pacing import PacedEc2
 from controller.k8s.informers import REFS
 from controller.k8s.pna_mapping import read_status_body
 from controller.k8s.reconcilers.context import ControllerConfig
 from controller.k8s.runtime import ControllerRuntime
 from controller.ports.ec2 import Ec2Port, InstanceTypeInfo
 from controller.research.api_server import ApiServer, KubeObject
+from controller.research.approach import Ec2ClientFacts
 from controller.research.metrics import MetricsRecorder
 from controller.research.sim_kube import SimKube
 from controller.research.virtual_time import spawn
@@ -188,6 +191,44 @@ class CrdAllocator:
                 self.exhaustion_known_at_s = self.clock.now()
 
     # ------------------------------------------------------------------ what the harness asks
+    def next_action_due(self) -> float | None:
+        """`ReportsNextAction`: now while work is queued or running, pods wait, or a pool has work;
+        else the first cool-down or excess timer of any pool (`pool_planner.next_action_due`); None
+        when quiet. The periodic passes that find nothing to do are not counted."""
+        runtime = self.runtime
+        if runtime is None:
+            return None
+        now = self.clock.now()
+        if len(runtime.queue) or runtime.queue.in_flight or runtime.ctx.seeking:
+            return now
+        due: list[float] = []
+        for network in runtime.networks.values():
+            if network.busy() or network.orphaned_enis:
+                return now
+            when = next_action_due(network.pool, now)
+            if when is not None:
+                due.append(when)
+        return min(due) if due else None
+
+    def cooldown_s(self) -> float:
+        return self.settings.branch_cooldown_s
+
+    def ec2_client_facts(self) -> Ec2ClientFacts:
+        """Checked, not asserted: the runtime's EC2 port is the pacer `netalloc run` gives the boto3
+        adapter (a `PacedEc2` over the port, same share), and the port itself adds no limiter."""
+        runtime = self.runtime
+        paced = runtime is not None and isinstance(runtime.ctx.ec2, PacedEc2)
+        shipped = ControllerConfig(cluster_name="check").ec2_pacing_share
+        same = paced and self.raw_ec2 is self.ec2 and self.config().ec2_pacing_share == shipped
+        return Ec2ClientFacts(
+            description=(
+                "netalloc's runtime pacer (controller.engine.ec2_pacing): one bucket per EC2 action at "
+                f"{self.config().ec2_pacing_share:g} of the account's, a token per call, pods before "
+                "warm-pool work; one attempt per call (RetryPolicy is the only retry layer)"
+            ),
+            same_as_boto3_adapter=same,
+        )
+
     def _status(self, namespace: str, name: str) -> AllocationStatus | None:
         pna = self.api.peek(PNA, namespace, name)
         return status_from_object(pna.status) if pna is not None else None

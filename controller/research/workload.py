@@ -241,6 +241,7 @@ class Workload:
         if self.api.peek(POD, namespace, name) is None or key in self.terminating:
             return
         self.terminating.add(key)
+        self.api.apply_graceful_delete((POD, namespace, name))  # watchers see it terminating
         asyncio.get_running_loop().call_later(self.params.termination_s, self._pod_gone, key)
 
     def _pod_gone(self, key: str) -> None:

@@ -9,6 +9,7 @@ from controller.core.pool_planner import (
     DeleteEni,
     ReleaseIps,
     ReleasePrefixes,
+    next_action_due,
     plan_pool,
 )
 
@@ -164,3 +165,32 @@ def test_cooling_branches_count_toward_the_warm_target() -> None:
     pool.add_branch(BranchEni("eni-b1", 1, "10.0.3.1", "", "a1", ("sg-1",), state=BranchState.COOLING))
     # one is cooling and comes back soon: only one more is made, not two
     assert CreateBranches(count=1) in plan_pool(pool, now=0).actions
+
+
+def test_the_branches_of_terminating_pods_count_toward_the_warm_target() -> None:
+    """A rollout: new pods took the warm branches while the old ones terminate. Their branches come back
+    after the grace period and the cool-down, so no replacement is made meanwhile."""
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=2)
+    pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
+    for vlan in (1, 2):
+        pool.add_branch(BranchEni(f"eni-b{vlan}", vlan, f"10.0.3.{vlan}", "", f"a{vlan}", ("sg-1",)))
+        pool.assign_branch(f"ns/old-{vlan}/u", f"eni-b{vlan}")
+    assert CreateBranches(count=2) in plan_pool(pool, now=0).actions
+    pool.returning.update({"ns/old-1/u", "ns/old-2/u"})
+    assert not any(isinstance(a, CreateBranches) for a in plan_pool(pool, now=0).actions)
+    pool.unassign_branch("ns/old-1/u", now=0)  # gone: its branch cools, and it no longer "returns"
+    assert pool.returning == {"ns/old-2/u"} and pool.returning_branches() == 1
+    assert not any(isinstance(a, CreateBranches) for a in plan_pool(pool, now=0).actions)
+
+
+def test_next_action_due_is_now_with_work_then_the_first_timer_then_none() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=1, branch_cooldown_s=30)
+    pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
+    pool.add_ips("eni-primary", [f"10.0.1.{i}" for i in range(10, 19)])
+    assert next_action_due(pool, now=5) == 5  # a warm branch is missing
+    pool.add_branch(BranchEni("eni-b1", 1, "10.0.3.1", "", "a1", ("sg-1",)))
+    assert next_action_due(pool, now=5) is None  # at its targets, nothing cooling: quiet
+    pool.assign_branch("ns/p/u", "eni-b1")
+    pool.returning.add("ns/p/u")
+    pool.unassign_branch("ns/p/u", now=5)  # cooling until 35; it counts toward the target meanwhile
+    assert next_action_due(pool, now=6) == 35  # a running cool-down is not quiet

@@ -349,3 +349,17 @@ async def test_a_pna_deleted_after_its_pod_is_released_even_when_the_cache_still
     assert bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop") is None
     assert key not in network.held_keys()
     assert bench.ctx.state.pods.get(("shop", "p")) is None  # the cache learnt it too
+
+
+async def test_a_terminating_pod_s_holding_is_marked_returning_in_its_pool(bench: Bench) -> None:
+    """Seen with deletionTimestamp (its grace period running), the pod's address or branch will come
+    back: the pool's planner counts it, so it makes no replacement meanwhile."""
+    await bench.node("n1")
+    body = await bench.pod("p", "n1")
+    key = f"shop/p/{body['metadata']['uid']}"
+    network = bench.runtime.networks["n1"]
+    assert key in network.held_keys() and key not in network.pool.returning
+    bench.emulator.patch("v1", "Pod", "p", {"metadata": {"finalizers": ["test/hold"]}}, namespace="shop")
+    bench.emulator.delete("v1", "Pod", "p", "shop")  # kept by the finalizer: terminating
+    await bench.runtime.relist("pods")
+    assert key in network.pool.returning

@@ -165,8 +165,9 @@ def test_rollout_starts_quiet_and_counts_until_the_delete_queues_drained(rollout
     # Every replaced pod's branch ENI was disassociated and deleted inside the counted window.
     assert base.metrics.ec2_calls["DeleteNetworkInterface"] == base.metrics.pods_total
     assert base.metrics.ec2_calls["DisassociateTrunkInterface"] == base.metrics.pods_total
-    crd = rollout.runs["crd"]
-    assert crd.workload.quiet_hook is False and crd.workload.drained is None  # no hook yet: unverified
+    crd = rollout.runs["crd"]  # its runtime says when it is quiet (pools' timers, queue, pods waiting)
+    assert crd.workload.quiet_hook is True and crd.workload.quiet_before_rollout is True
+    assert crd.workload.drained is True
 
 
 def test_pod_lifecycle_ready_is_network_ready_plus_container_start_and_readiness(
@@ -212,13 +213,16 @@ def test_cooldowns_are_reported_side_by_side(rollout: ComparisonResult) -> None:
     assert "Cool-downs side by side" in report and "minimum 30 s" in report
 
 
-def test_no_ec2_client_claim_is_made_for_an_approach_that_does_not_report_its_client(
-    rollout: ComparisonResult,
-) -> None:
+def test_an_ec2_client_claim_is_made_only_as_the_approach_reports_it(rollout: ComparisonResult) -> None:
     report = render_markdown(rollout, None)
     assert "same 12 QPS / burst 18 bucket and 3 SDK attempts as its boto3 adapter" not in report
-    assert "EC2 client (crd): not reported by the approach" in report
     assert rollout.runs["annotation"].ec2_client is not None
+    crd = rollout.runs["crd"].ec2_client
+    assert crd is not None and crd.same_as_boto3_adapter  # checked by the crd side against its runtime
+    assert f"EC2 client (crd): {crd.description} — checked" in report
+    silent = {**rollout.runs, "crd": rollout.runs["crd"].model_copy(update={"ec2_client": None})}
+    report = render_markdown(rollout.model_copy(update={"runs": silent}), None)
+    assert "EC2 client (crd): not reported by the approach" in report  # no hook, no claim
 
 
 def test_every_approach_carries_the_issue_keys_in_json(rollout: ComparisonResult) -> None:

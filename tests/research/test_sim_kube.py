@@ -12,7 +12,7 @@ import pytest
 from controller.clock import LoopClock
 from controller.k8s.kube_api import AlreadyExists, Conflict, NotFound
 from controller.k8s.pna_mapping import RELEASE_FINALIZER
-from controller.k8s.resources import NODES, POD_NETWORK_ALLOCATION
+from controller.k8s.resources import NODES, POD_NETWORK_ALLOCATION, PODS
 from controller.k8s.runtime import ControllerRuntime
 from controller.research.api_server import ApiServer, KubeObject, LatencyModel
 from controller.research.baseline_params import BaselineParams
@@ -129,7 +129,7 @@ def test_the_crd_side_of_a_comparison_is_the_controller_runtime() -> None:
     async def scenario() -> tuple[CrdAllocator, SimWorld]:
         recorder = MetricsRecorder(LoopClock())
         world = SimWorld(params=params, seed=1, recorder=recorder, baseline=BaselineParams())
-        approach, _clients = _make_approach("crd", params, world, recorder, 1, BaselineParams())
+        approach, _clients, _cooldown = _make_approach("crd", params, world, recorder, 1, BaselineParams())
         assert isinstance(approach, CrdAllocator)
         outcome = await Workload(
             params=params, world=world, approach=approach, recorder=recorder, seed=1
@@ -148,3 +148,38 @@ def test_the_crd_side_of_a_comparison_is_the_controller_runtime() -> None:
     assert stats.pod_writes == 0
     assert stats.writes_by_kind["PodNetworkAllocation"] >= 2 * len(pods)  # a create and a status write each
     assert len(approach.runtime.latencies) == len(pods)  # each allocation timed by the runtime's reconciler
+
+
+def test_a_graceful_pod_delete_shows_the_pod_terminating_until_its_grace_period_ends() -> None:
+    async def scenario() -> tuple[object, object, object]:
+        api = _server()
+        api.apply_create(KubeObject(kind="Pod", namespace="apps", name="p", spec={"nodeName": "n1"}))
+        marked = api.apply_graceful_delete(("Pod", "apps", "p"))
+        body = _kube(api).body(PODS, marked)
+        during = api.peek("Pod", "apps", "p")
+        api.apply_delete(("Pod", "apps", "p"))  # the kubelet is done
+        return body["metadata"].get("deletionTimestamp"), during, api.peek("Pod", "apps", "p")
+
+    stamp, during, after = run_virtual(scenario())
+    assert stamp is not None and during is not None and after is None
+
+
+def test_the_crd_side_says_when_it_is_quiet_and_reports_its_ec2_client_after_checking_it() -> None:
+    params = scenario_params(ScenarioName.BATCH_SCALE_UP, scale=0.05)
+
+    async def scenario() -> tuple[float | None, float | None, bool]:
+        recorder = MetricsRecorder(LoopClock())
+        world = SimWorld(params=params, seed=1, recorder=recorder, baseline=BaselineParams())
+        approach, _clients, _cooldown = _make_approach("crd", params, world, recorder, 1, BaselineParams())
+        assert isinstance(approach, CrdAllocator)
+        await Workload(params=params, world=world, approach=approach, recorder=recorder, seed=1).run()
+        busy_due = approach.next_action_due()  # the warm pools are still filling in the background
+        for _ in range(600):
+            if approach.next_action_due() is None:
+                break
+            await asyncio.sleep(1)
+        return busy_due, approach.next_action_due(), approach.ec2_client_facts().same_as_boto3_adapter
+
+    busy_due, quiet_due, same = run_virtual(scenario())
+    assert busy_due is not None and quiet_due is None
+    assert same
