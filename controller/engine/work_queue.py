@@ -39,6 +39,9 @@ class RateLimitingQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._timers: set[asyncio.TimerHandle] = set()
+        # The one pending wait of each item: without it every pass that requeues after N seconds while
+        # another wait is pending starts a chain of its own, and the periodic passes multiply.
+        self._pending: dict[K, asyncio.TimerHandle] = {}
         self.shut_down = False
 
     def __len__(self) -> int:
@@ -72,14 +75,23 @@ class RateLimitingQueue(Generic[K]):
             self.add(item)
             return
         loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
+        ready_at = loop.time() + delay_s
+        pending = self._pending.get(item)
+        if pending is not None:
+            if pending.when() <= ready_at:
+                return  # one wait per item, the earliest (client-go's delaying queue does the same)
+            pending.cancel()
+            self._timers.discard(pending)
 
         def fire() -> None:
             self._timers.discard(handle)
+            if self._pending.get(item) is handle:
+                del self._pending[item]
             self.add(item)
 
-        handle = loop.call_later(delay_s, fire)
+        handle = loop.call_at(ready_at, fire)
         self._timers.add(handle)
+        self._pending[item] = handle
 
     def when(self, item: K) -> float:
         """The rate limiter's delay for the item's next requeue (counts the requeue)."""
@@ -121,6 +133,7 @@ class RateLimitingQueue(Generic[K]):
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
+        self._pending.clear()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()

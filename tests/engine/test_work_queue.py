@@ -43,3 +43,35 @@ def test_an_item_added_while_processing_runs_again_after_done() -> None:
         return got
 
     assert run_virtual(main()) == ["x", "x"]
+
+
+def test_an_item_waits_once_at_the_earliest_time_asked_so_periodic_requeues_never_multiply() -> None:
+    """A pass that requeues itself every 10 s, plus one extra pass from an event: still one chain.
+    Each add_after used to arm a timer of its own, so every extra pass started another periodic chain
+    (a prefix-exhaustion run made 5,697 node passes in 300 s for 10 nodes instead of about 300)."""
+
+    async def main() -> list[float]:
+        queue = _queue()
+        passes: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def worker() -> None:
+            while True:
+                item = await queue.get()
+                passes.append(loop.time())
+                queue.add_after(item, 10.0)  # the periodic pass
+                queue.done(item)
+
+        task = asyncio.ensure_future(worker())
+        queue.add("node-a")
+        await asyncio.sleep(3)
+        queue.add("node-a")  # an event: one extra pass now
+        await asyncio.sleep(0)
+        queue.add_after("node-a", 20.0)  # a later wait changes nothing: the earliest one stands
+        await asyncio.sleep(55)
+        task.cancel()
+        return passes
+
+    passes = run_virtual(main())
+    assert passes[:2] == [0.0, 3.0]
+    assert passes[2:] == [10.0, 20.0, 30.0, 40.0, 50.0]
