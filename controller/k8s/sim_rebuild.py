@@ -10,6 +10,8 @@ ENIs, addresses cooling down) is not rebuilt; the pools make it again.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +68,13 @@ async def rebuild_sim_vpc(
     nnps = [NnpView.from_k8s(b) for b in nnp_bodies]
     pnas = [PnaView.from_k8s(b) for b in pna_bodies]
     known_instances = {i.instance_id for i in vpc.instances()}
+    # The addresses the records name are kept out of the fresh draws (a restored instance's primary
+    # ENI, a restored ENI's own address) until they are restored where the records put them: a draw
+    # used to take a branch's recorded address first, and that pod lost its address at a takeover.
+    recorded = _recorded_addresses(nnps, pnas)
+    held_back = [a for a in recorded if vpc.address_is_free(subnet_id, a)]
+    vpc.occupy(subnet_id, held_back)
+    deferred: list[tuple[str, str, list[str], list[str]]] = []  # node, ENI, its ips, its prefixes
     counts = {"instances": 0, "enis": 0, "addresses": 0, "branches": 0}
     skipped: list[str] = []
     trunks: dict[str, str] = {}  # node -> trunk ENI id
@@ -112,10 +121,9 @@ async def rebuild_sim_vpc(
                         attach_to=(instance_id, int(eni["deviceIndex"])),
                     )
                     counts["enis"] += 1
-                vpc.restore_addresses(
-                    eni["eniId"], ips=eni.get("ips") or (), prefixes=eni.get("prefixes") or ()
+                deferred.append(
+                    (node, eni["eniId"], list(eni.get("ips") or ()), list(eni.get("prefixes") or ()))
                 )
-                counts["addresses"] += len(eni.get("ips") or ()) + 16 * len(eni.get("prefixes") or ())
             except (ValueError, KeyError) as error:
                 skipped.append(f"ENI {eni.get('eniId')} of node {node}: {error}")
         trunk = str(nnp.status.get("trunkEniId") or "")
@@ -135,6 +143,13 @@ async def rebuild_sim_vpc(
                 counts["enis"] += 1
             except ValueError as error:
                 skipped.append(f"trunk {trunk} of node {node}: {error}")
+    vpc.vacate(subnet_id, held_back)
+    for node, eni_id, ips, prefixes in deferred:
+        try:
+            vpc.restore_addresses(eni_id, ips=ips, prefixes=prefixes)
+            counts["addresses"] += len(ips) + 16 * len(prefixes)
+        except (ValueError, KeyError) as error:
+            skipped.append(f"ENI {eni_id} of node {node}: {error}")
     for pna in pnas:
         resources = read_status(pna).resources
         node = pna.spec.node_name
@@ -179,3 +194,19 @@ async def rebuild_sim_vpc(
         f"; skipped: {'; '.join(skipped)}" if skipped else "",
     )
     return report
+
+
+def _recorded_addresses(nnps: list[NnpView], pnas: list[PnaView]) -> list[str]:
+    """Every address the records say is in use: the pools' ENIs (their IPs and /28s) and the PNAs'."""
+    found: set[str] = set()
+    for nnp in nnps:
+        for eni in nnp.status.get("enis") or []:
+            found.update(str(ip) for ip in eni.get("ips") or ())
+            for prefix in eni.get("prefixes") or ():
+                with contextlib.suppress(ValueError):
+                    found.update(str(a) for a in ipaddress.ip_network(str(prefix)))
+    for pna in pnas:
+        resources = read_status(pna).resources
+        if resources is not None:
+            found.add(resources.ip)
+    return sorted(found)

@@ -479,6 +479,11 @@ class SimulatedVpc:
             raise ValueError("reservation_type is prefix or explicit")
         subnet.reservations.append(SubnetCidrReservation(cidr=cidr, reservation_type=reservation_type))
 
+    def address_is_free(self, subnet_id: str, address: str) -> bool:
+        space = self._subnet(subnet_id).space
+        value = parse_ipv4(address)
+        return space.contains(value) and space.is_free(value)
+
     def occupy(self, subnet_id: str, addresses: Iterable[str]) -> None:
         """Mark these free addresses of the subnet used by someone outside this model."""
         self._subnet(subnet_id).space.occupy(parse_ipv4(a) for a in addresses)
