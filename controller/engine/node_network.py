@@ -340,6 +340,7 @@ class NodeNetwork:
         if current_priority() is Priority.POD:
             self._promote_pool_work()  # a pod's pass waits for the lock: what holds it is the pod's now
         async with self._pool_lock:
+            shape = self._shape()
             now = self.clock.now()
             self.pool.expire_cooldowns(now)
             if self.draining:
@@ -351,11 +352,16 @@ class NodeNetwork:
             self.pool.branch_excess_since = plan.branch_excess_since
             report = await self.execute(plan)
             self.last_report = report
-        if report.completed and self.on_pool_work_done is not None:
-            # The pool changed: its record is written again (failures alone wait for the periodic pass,
-            # or a pass would follow a pass as fast as EC2 refuses).
+        if report.completed and self.on_pool_work_done is not None and self._shape() != shape:
+            # An ENI or the trunk came or went: the record says so at once. Moved counts wait for the
+            # periodic pass (coalesced), and failures alone too, or a pass would follow a pass as fast
+            # as EC2 refuses.
             self.on_pool_work_done(False)
         return report
+
+    def _shape(self) -> tuple[str | None, frozenset[str]]:
+        """What the node's record must show without delay: its trunk and its attached ENIs."""
+        return self.pool.trunk_eni_id, frozenset(self.pool.enis)
 
     async def execute(self, plan: PoolPlan) -> ExecutionReport:
         completed: list[str] = []
