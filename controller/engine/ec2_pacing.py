@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from enum import IntEnum
@@ -113,7 +113,6 @@ class Ec2Pacer:
         # Are pods waiting on allocations that will call EC2 (beyond those queued here right now)? The
         # runtime knows: its workers may be busy elsewhere while more pods wait in its work queue.
         self.pods_seeking: Callable[[], bool] = lambda: False
-        self.waited_s: defaultdict[str, float] = defaultdict(float)  # by action: time spent paced
 
     def bucket(self, action: str) -> TokenBucket:
         bucket = self._buckets.get(action)
@@ -122,14 +121,10 @@ class Ec2Pacer:
             bucket = self._buckets[action] = TokenBucket(spec, self.clock.now())
         return bucket
 
-    def pods_waiting(self, action: str) -> int:
-        return self._pods_waiting[action]
-
     async def acquire(self, action: str) -> None:
         """Wait until this call of `action` may go."""
         bucket = self.bucket(action)
         clock = self.clock
-        started = clock.now()
         cell = _CURRENT.get()
         reserve = bucket.spec.capacity * POOL_RESERVE
         while cell is not None and cell.priority is Priority.POOL:
@@ -137,7 +132,6 @@ class Ec2Pacer:
             tokens = bucket.tokens(now)
             if self._pods_waiting[action] == 0 and tokens >= reserve + 1 and not self.pods_seeking():
                 bucket.take(now)
-                self.waited_s[action] += now - started
                 return
             wait = max(reserve + 1 - tokens, 1.0) / bucket.spec.refill_per_s
             await cell.wait_promoted(clock, min(wait, POOL_POLL_S))
@@ -148,7 +142,6 @@ class Ec2Pacer:
                 await clock.sleep(delay)
             finally:
                 self._pods_waiting[action] -= 1
-        self.waited_s[action] += clock.now() - started
 
 
 class PacedEc2:

@@ -135,7 +135,6 @@ class NodeNetwork:
         # lost): described again before the next plan, so no address is assigned twice or leaked.
         self._suspect_enis: set[str] = set()
         self._refill: asyncio.Task[ExecutionReport] | None = None
-        self._refill_cell: PriorityCell | None = None  # the running refill's priority (None: a pod's)
         self._pool_cells: set[PriorityCell] = set()  # every pool work in flight, to promote them all
         self._refill_demand = 0  # the demand the running refill was planned for
         self._background: asyncio.Task[ExecutionReport] | None = None
@@ -855,7 +854,7 @@ class NodeNetwork:
             if demand <= self._refill_demand:
                 return report
         if self._refill is None or self._refill.done():
-            self._refill_cell, self._refill_demand = None, demand
+            self._refill_demand = demand
             self._refill = asyncio.ensure_future(self.reconcile(demand=demand))
         else:
             self._promote_pool_work()  # pool work started meanwhile: this pod waits on it now
@@ -865,7 +864,7 @@ class NodeNetwork:
         """A reconcile no pod waits on: its EC2 calls take spare tokens only (`ec2_pacing`)."""
         with pool_work() as cell:  # the task copies this context: its calls run as pool work
             task = asyncio.ensure_future(self.reconcile())
-        self._refill, self._refill_cell, self._refill_demand = task, cell, 0
+        self._refill, self._refill_demand = task, 0
         self._pool_cells.add(cell)
         task.add_done_callback(lambda _task: self._pool_cells.discard(cell))
         task.add_done_callback(self._pool_work_done)

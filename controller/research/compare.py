@@ -154,6 +154,7 @@ def _make_approach(
         k8s_client_burst=params.crd_k8s_client_burst,
         mode=mode,
         zone_of=zone_lookup(world.vpc.instances),
+        namespace=params.namespace,
     )
     return crd, ["netalloc"], settings.branch_cooldown_s
 

@@ -82,9 +82,12 @@ class CrdAllocator:
         k8s_client_burst: int | None,
         mode: AllocationMode = AllocationMode.BRANCH_ENI,
         zone_of: Callable[[str], str] | None = None,
+        namespace: str = "apps",
     ) -> None:
         self.api = api
-        self.raw_ec2 = ec2
+        # As `netalloc run --ec2 aws` builds its port: no client-wide limiter (Boto3Ec2 with qps=None),
+        # one attempt per call; the runtime paces each action and its RetryPolicy is the one retry layer.
+        self.ec2 = ec2
         self.clock = clock
         self.settings = settings
         self.policy = policy
@@ -97,6 +100,7 @@ class CrdAllocator:
         self.k8s_client_burst = k8s_client_burst
         self.mode = mode
         self._zone_of = zone_of or (lambda _instance_id: "sim-1a")
+        self.namespace = namespace  # the workload's, which the cluster admin labels for netalloc
         self.generation = 0
         self.first_shortage_at_s: float | None = None  # a PNA first said it found no /28
         self.exhaustion_known_at_s: float | None = None  # a NodeNetworkPool first said SubnetFragmented
@@ -110,14 +114,10 @@ class CrdAllocator:
 
     def _ensure_namespace_labelled(self) -> None:
         """The cluster admin's step: label the workload's namespace for netalloc (done before it starts)."""
-        namespaces = {
-            o.namespace for kind in ("SecurityGroupPolicy", "Pod") for o in self.api.list_kind(kind)
-        }
-        for namespace in sorted(namespaces | {"apps"}):
-            if self.api.peek(NAMESPACE, "", namespace) is None:
-                self.api.apply_create(
-                    KubeObject(kind=NAMESPACE, namespace="", name=namespace, labels=MANAGED_LABEL)
-                )
+        if self.api.peek(NAMESPACE, "", self.namespace) is None:
+            self.api.apply_create(
+                KubeObject(kind=NAMESPACE, namespace="", name=self.namespace, labels=MANAGED_LABEL)
+            )
 
     def config(self) -> ControllerConfig:
         return ControllerConfig(
@@ -130,12 +130,7 @@ class CrdAllocator:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.generation += 1
-        self._ensure_namespace_labelled()
         rng = random.Random((self.seed * 104729 + self.generation) ^ zlib.crc32(b"netalloc"))
-        # As `netalloc run --ec2 aws` builds it: no client-wide limiter (Boto3Ec2 with qps=None), one
-        # attempt per call; the runtime paces each action (controller.engine.ec2_pacing) and its
-        # RetryPolicy is the one retry layer.
-        self.ec2: Ec2Port = self.raw_ec2
         client = self.api.client("netalloc", qps=self.k8s_client_qps, burst=self.k8s_client_burst)
         self.kube = SimKube(self.api, client, zone_of=self._zone_of)
 
@@ -214,16 +209,16 @@ class CrdAllocator:
         return self.settings.branch_cooldown_s
 
     def ec2_client_facts(self) -> Ec2ClientFacts:
-        """Checked, not asserted: the runtime's EC2 port is the pacer `netalloc run` gives the boto3
-        adapter (a `PacedEc2` over the port, same share), and the port itself adds no limiter."""
+        """Checked, not asserted: the running runtime's EC2 port is the pacer (`PacedEc2`) at the share
+        `netalloc run` uses by default, over a port with no limiter of its own."""
         runtime = self.runtime
-        paced = runtime is not None and isinstance(runtime.ctx.ec2, PacedEc2)
-        shipped = ControllerConfig(cluster_name="check").ec2_pacing_share
-        same = paced and self.raw_ec2 is self.ec2 and self.config().ec2_pacing_share == shipped
+        share = runtime.config.ec2_pacing_share if runtime is not None else 0.0
+        shipped = ControllerConfig.model_fields["ec2_pacing_share"].default
+        same = runtime is not None and isinstance(runtime.ctx.ec2, PacedEc2) and share == shipped
         return Ec2ClientFacts(
             description=(
                 "netalloc's runtime pacer (controller.engine.ec2_pacing): one bucket per EC2 action at "
-                f"{self.config().ec2_pacing_share:g} of the account's, a token per call, pods before "
+                f"{share:g} of the account's, a token per call, pods before "
                 "warm-pool work; one attempt per call (RetryPolicy is the only retry layer)"
             ),
             same_as_boto3_adapter=same,
