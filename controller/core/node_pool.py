@@ -383,6 +383,12 @@ class NodePool:
         branch.holder = key
         self.branch_holders[key] = eni_id
 
+    def mark_returning(self, key: str) -> None:
+        """The key's pod is terminating: what it holds comes back. Keys that hold nothing here (pods of
+        other namespaces on the node, say) are not kept: the set would only grow."""
+        if key in self.branch_holders or key in self.key_ips:
+            self.returning.add(key)
+
     def returning_branches(self) -> int:
         """Assigned branches whose pods are terminating."""
         return sum(1 for key in self.returning if key in self.branch_holders)

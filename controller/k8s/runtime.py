@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.clock import Clock, LoopClock, WallClock
+from controller.core.allocation_state import AllocationState
 from controller.core.errors import Ec2Error
 from controller.core.pod_selection import LabelSelector
 from controller.engine.ec2_pacing import Ec2Pacer, PacedEc2
@@ -40,7 +41,9 @@ from controller.ports.ec2 import Ec2Port
 
 __all__ = ["KINDS", "REFS", "ControllerRuntime"]
 # A PNA in one of these states (or with no status) waits on an allocation step, and so on EC2.
-SEEKING_STATES = frozenset({"", "Pending", "Allocating", "Retrying"})
+SEEKING_STATES = frozenset(
+    {"", *(s.value for s in (AllocationState.PENDING, AllocationState.ALLOCATING, AllocationState.RETRYING))}
+)
 logger = logging.getLogger("netalloc.controller")
 
 
@@ -168,7 +171,7 @@ class ControllerRuntime:
             if pod is not None and pod.deleting and pod.node_name:
                 network = self.ctx.pools.network(pod.node_name)
                 if network is not None:  # its branch comes back after the grace period: no replacement
-                    network.pool.returning.add(allocation_key(namespace, name, pod.uid))
+                    network.pool.mark_returning(allocation_key(namespace, name, pod.uid))
         elif kind == "podnetworkallocations":
             self.enqueue(pna_item(*change.key))
             if change.old is None and change.new is not None:

@@ -176,7 +176,9 @@ def test_the_branches_of_terminating_pods_count_toward_the_warm_target() -> None
         pool.add_branch(BranchEni(f"eni-b{vlan}", vlan, f"10.0.3.{vlan}", "", f"a{vlan}", ("sg-1",)))
         pool.assign_branch(f"ns/old-{vlan}/u", f"eni-b{vlan}")
     assert CreateBranches(count=2) in plan_pool(pool, now=0).actions
-    pool.returning.update({"ns/old-1/u", "ns/old-2/u"})
+    for key in ("ns/old-1/u", "ns/old-2/u", "other/gone/u"):
+        pool.mark_returning(key)
+    assert pool.returning == {"ns/old-1/u", "ns/old-2/u"}  # a key holding nothing here is not kept
     assert not any(isinstance(a, CreateBranches) for a in plan_pool(pool, now=0).actions)
     pool.unassign_branch("ns/old-1/u", now=0)  # gone: its branch cools, and it no longer "returns"
     assert pool.returning == {"ns/old-2/u"} and pool.returning_branches() == 1
