@@ -48,6 +48,19 @@ class PoolSettings(BaseModel):
         ge=0,
         description="capacity above target is released only after it has been excess this long",
     )
+    branch_demand_quiet_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="BRANCH_DEMAND_QUIET_S: warm branch ENIs up to the high-water mark of assigned + "
+        "cooling ones are kept until that mark has not been reached for this long (hysteresis: a "
+        "rollout's freed branches serve the next rollout instead of being deleted and made again)",
+    )
+    branch_create_estimate_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="how long a branch ENI create and association is expected to take before one has "
+        "been timed; a pod waits for a cooling branch only when it comes back sooner than that",
+    )
 
     @property
     def ip_targets_set(self) -> bool:
@@ -65,6 +78,7 @@ ENV_NAMES: Mapping[str, str] = {
     "WARM_BRANCH_ENI_TARGET": "warm_branch_eni_target",
     "PREFIX_FALLBACK_TO_SECONDARY_IP": "prefix_fallback_to_secondary_ip",
     "SUBNET_FRAGMENTATION_THRESHOLD": "subnet_fragmentation_threshold",
+    "BRANCH_DEMAND_QUIET_S": "branch_demand_quiet_s",
 }
 
 

@@ -127,6 +127,12 @@ class NodePool:
         self._ip_owner: dict[str, tuple[str, str | None]] = {}  # ip -> (eni id, prefix)
         self.excess_since: float | None = None
         self.branch_excess_since: float | None = None
+        # The most branches assigned + cooling at once lately, and when it was last reached: warm
+        # branches up to that mark are kept until it has not been reached for `branch_demand_quiet_s`.
+        self.branch_high_water: int = 0
+        self.branch_high_water_at: float = 0.0
+        # Cooling branch ENI -> the key of the pod waiting for it: no other pod takes it when it is back.
+        self.promised: dict[str, str] = {}
 
     # ----- capacity bookkeeping -------------------------------------------------------------
     @property
@@ -172,6 +178,7 @@ class NodePool:
         lost: list[str] = []
         if eni_id in self.branches:
             branch = self.branches.pop(eni_id)
+            self.promised.pop(eni_id, None)
             if branch.holder is not None:
                 self.branch_holders.pop(branch.holder, None)
                 lost.append(branch.holder)
@@ -358,14 +365,19 @@ class NodePool:
         branch = self.branches[eni_id]
         if branch.state is BranchState.ASSIGNED:
             raise PoolInvariantError(f"branch ENI {eni_id} is assigned to {branch.holder}")
+        self.promised.pop(eni_id, None)
         return self.branches.pop(eni_id)
 
-    def choose_warm_branch(self, security_group_ids: tuple[str, ...]) -> BranchEni | None:
-        """A warm branch with exactly these groups if there is one, else any warm branch (oldest first)."""
+    def choose_warm_branch(self, security_group_ids: tuple[str, ...], key: str = "") -> BranchEni | None:
+        """The warm branch promised to `key` if there is one; else a warm branch with exactly these
+        groups; else any warm branch (oldest first). Branches promised to other keys are not offered."""
+        for eni_id, holder in self.promised.items():
+            if holder == key and self.branches[eni_id].state is BranchState.WARM:
+                return self.branches[eni_id]
         wanted = tuple(sorted(security_group_ids))
         fallback: BranchEni | None = None
         for branch in self.branches.values():
-            if branch.state is not BranchState.WARM:
+            if branch.state is not BranchState.WARM or branch.eni_id in self.promised:
                 continue
             if branch.security_group_ids == wanted:
                 return branch
@@ -373,12 +385,42 @@ class NodePool:
                 fallback = branch
         return fallback
 
+    def soonest_cooling_branch(self, key: str) -> BranchEni | None:
+        """The cooling branch that comes back first, among those not promised to another key."""
+        best: BranchEni | None = None
+        for branch in self.branches.values():
+            if branch.state is not BranchState.COOLING:
+                continue
+            if self.promised.get(branch.eni_id, key) != key:
+                continue
+            if best is None or branch.cooling_until < best.cooling_until:
+                best = branch
+        return best
+
+    def promise_branch(self, eni_id: str, key: str) -> None:
+        """Keep a cooling branch for the pod that waits on it. One branch per key, one key per branch."""
+        holder = self.promised.get(eni_id)
+        if holder is not None and holder != key:
+            raise PoolInvariantError(f"branch ENI {eni_id} is promised to {holder}, not {key}")
+        if self.branches[eni_id].state is not BranchState.COOLING:
+            raise PoolInvariantError(f"branch ENI {eni_id} is not cooling; it cannot be promised to {key}")
+        self.forget_promise(key)
+        self.promised[eni_id] = key
+
+    def forget_promise(self, key: str) -> None:
+        """The key no longer waits (it took a branch, failed, or its pod went)."""
+        for eni_id in [e for e, holder in self.promised.items() if holder == key]:
+            del self.promised[eni_id]
+
     def assign_branch(self, key: str, eni_id: str) -> None:
         branch = self.branches[eni_id]
         if branch.state is not BranchState.WARM or branch.holder is not None:
             raise PoolInvariantError(f"branch ENI {eni_id} is not warm; it cannot be given to {key}")
         if key in self.branch_holders:
             raise PoolInvariantError(f"{key} already holds branch ENI {self.branch_holders[key]}")
+        if self.promised.get(eni_id, key) != key:
+            raise PoolInvariantError(f"branch ENI {eni_id} is promised to {self.promised[eni_id]}, not {key}")
+        self.forget_promise(key)
         branch.state = BranchState.ASSIGNED
         branch.holder = key
         self.branch_holders[key] = eni_id

@@ -12,7 +12,9 @@ Pure. The settings keep the AWS VPC CNI's names and meanings (field notes, secti
   `warm_branch_eni_target` branch ENIs are kept associated and ready.
 
 Capacity above target is released only once it has been excess for `excess_release_delay_s`;
-only free capacity is ever released.
+only free capacity is ever released. Warm branch ENIs get hysteresis too: beyond the target, those up
+to the high-water mark of assigned + cooling branches are kept until that mark has not been reached
+for `branch_demand_quiet_s` (a rollout frees as many branches as it takes; the next one needs them).
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class PoolPlan(BaseModel):
     notes: tuple[str, ...]
     excess_since: float | None
     branch_excess_since: float | None
+    branch_high_water: int = 0
+    branch_high_water_at: float = 0.0
     target_addresses: int
     max_pods: int
 
@@ -275,6 +279,7 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
 
     # --- branch ENIs -----------------------------------------------------------------------------
     branch_excess_since = pool.branch_excess_since
+    high_water, high_water_at = branch_demand_mark(pool, now)
     if settings.enable_pod_eni and limits.trunking and (pool.trunk_eni_id is not None or trunk_planned):
         counts = pool.branch_counts()
         room = limits.branch_enis - len(pool.branches)
@@ -286,12 +291,20 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
         if missing > 0:
             actions.append(CreateBranches(count=missing))
             branch_excess_since = None
-        elif counts[BranchState.WARM] > settings.warm_branch_eni_target:
+        elif counts[BranchState.WARM] > (keep := kept_warm_branches(pool, high_water)):
             if branch_excess_since is None:
                 branch_excess_since = now
+                notes.append(
+                    f"{counts[BranchState.WARM] - keep} warm branch ENI(s) above the {keep} kept; "
+                    f"deleted after {settings.excess_release_delay_s:g}s"
+                )
             elif now - branch_excess_since >= settings.excess_release_delay_s:
-                extra = counts[BranchState.WARM] - settings.warm_branch_eni_target
-                warm = [b.eni_id for b in pool.branches.values() if b.state is BranchState.WARM]
+                extra = counts[BranchState.WARM] - keep
+                warm = [
+                    b.eni_id
+                    for b in pool.branches.values()
+                    if b.state is BranchState.WARM and b.eni_id not in pool.promised
+                ]
                 actions.append(DeleteBranches(eni_ids=tuple(warm[-extra:])))
                 branch_excess_since = None
         else:
@@ -302,6 +315,8 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
         notes=tuple(notes),
         excess_since=excess_since,
         branch_excess_since=branch_excess_since,
+        branch_high_water=high_water,
+        branch_high_water_at=high_water_at,
         target_addresses=target * (IPS_PER_PREFIX if prefix_mode else 1),
         max_pods=limits.max_pods(prefix_delegation=prefix_mode),
     )
@@ -332,6 +347,25 @@ def _release_excess(
     return actions
 
 
+def branch_demand_mark(pool: NodePool, now: float) -> tuple[int, float]:
+    """The high-water mark of assigned + cooling branch ENIs and when it was last reached. The mark
+    follows demand up at once and comes down to it only after `branch_demand_quiet_s` below it."""
+    counts = pool.branch_counts()
+    in_use = counts[BranchState.ASSIGNED] + counts[BranchState.COOLING]
+    if in_use >= pool.branch_high_water:
+        return in_use, now
+    if now - pool.branch_high_water_at >= pool.settings.branch_demand_quiet_s:
+        return in_use, now
+    return pool.branch_high_water, pool.branch_high_water_at
+
+
+def kept_warm_branches(pool: NodePool, high_water: int) -> int:
+    """Warm branches kept: the target, plus those that the demand mark says will be wanted back."""
+    counts = pool.branch_counts()
+    in_use = counts[BranchState.ASSIGNED] + counts[BranchState.COOLING]
+    return pool.settings.warm_branch_eni_target + max(0, high_water - in_use)
+
+
 def next_action_due(pool: NodePool, now: float) -> float | None:
     """When the pool will next need an EC2 call without being asked: `now` if the plan has work, else
     the first cool-down to end or excess timer to fire; None when it is quiet. A loop that sleeps
@@ -343,4 +377,9 @@ def next_action_due(pool: NodePool, now: float) -> float | None:
     due.extend(b.cooling_until for b in pool.branches.values() if b.state is BranchState.COOLING)
     delay = pool.settings.excess_release_delay_s
     due.extend(since + delay for since in (plan.excess_since, plan.branch_excess_since) if since is not None)
+    counts = pool.branch_counts()
+    if plan.branch_high_water > counts[BranchState.ASSIGNED] + counts[BranchState.COOLING] and (
+        counts[BranchState.WARM] > pool.settings.warm_branch_eni_target
+    ):  # the mark comes down then, and the branches it kept become excess
+        due.append(plan.branch_high_water_at + pool.settings.branch_demand_quiet_s)
     return max(now, min(due)) if due else None

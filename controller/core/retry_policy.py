@@ -20,6 +20,7 @@ Nothing here ever gives up:
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -100,6 +101,10 @@ class RetryPolicy(BaseModel):
     transient: Backoff = Backoff(base_s=0.5, cap_s=30.0)
     capacity: Backoff = Backoff(base_s=5.0, cap_s=120.0)
     release: Backoff = Backoff(base_s=1.0, cap_s=60.0)
+    # A pool step (an ENI create, an association, a delete) is tried this many times within one pass,
+    # with the throttling/transient backoff above, before the pass reports it failed; the next pass
+    # tries again. The EC2 adapters make one attempt per call, so this is the only retry layer.
+    step_attempts: int = Field(default=5, ge=1)
 
     def backoff_for(self, error_class: ErrorClass) -> Backoff:
         """The allocation backoff for an error class; raises `NoRetryForPermanentError` for PERMANENT."""
@@ -118,6 +123,26 @@ class RetryPolicy(BaseModel):
     def tenacity_wait(self, error_class: ErrorClass, rng: random.Random) -> FullJitterWait:
         """A wait strategy for `tenacity.AsyncRetrying(wait=...)` drawing from the same distribution."""
         return self.backoff_for(error_class).tenacity_wait(rng)
+
+    def step_retrying(
+        self, retried: tuple[ErrorClass, ...], rng: random.Random, sleep: Callable[[float], Awaitable[None]]
+    ) -> tenacity.AsyncRetrying:
+        """tenacity's retry loop for one pool step: errors of the `retried` classes are tried again
+        after this policy's backoff for their class, up to `step_attempts` attempts; any other error,
+        or the last one, is raised as it came."""
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome is not None else None
+            error_class = getattr(error, "error_class", ErrorClass.TRANSIENT)
+            return self.backoff_for(error_class).delay(state.attempt_number, rng)
+
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(lambda error: getattr(error, "error_class", None) in retried),
+            wait=wait,
+            stop=tenacity.stop_after_attempt(self.step_attempts),
+            sleep=sleep,
+            reraise=True,
+        )
 
     def release_delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after release failure number `attempt` (1-based), whatever the error class."""

@@ -36,9 +36,11 @@ from controller.core.pool_planner import (
     PoolPlan,
     ReleaseIps,
     ReleasePrefixes,
+    branch_demand_mark,
     describe_action,
     plan_pool,
 )
+from controller.core.retry_policy import RetryPolicy
 from controller.engine.ec2_pacing import Priority, PriorityCell, current_priority, pool_work
 from controller.ports.ec2 import Ec2Port, InstanceInfo, InterfaceType, NetworkInterface
 from controller.settings import PoolSettings
@@ -102,7 +104,7 @@ class NodeNetwork:
         cluster_name: str,
         default_security_group_ids: tuple[str, ...] = (),
         rng: random.Random | None = None,
-        throttle_retries: int = 4,
+        retry_policy: RetryPolicy | None = None,
         cluster_id: str = "",
     ) -> None:
         self.cluster_id = cluster_id
@@ -124,7 +126,8 @@ class NodeNetwork:
         self._rng = rng or random.Random(0)
         self._nonce = f"{self._rng.getrandbits(48):012x}"
         self._token_counter = 0
-        self._throttle_retries = throttle_retries
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._branch_create_s = settings.branch_create_estimate_s  # moving mean, see _time_branch_create
         self._attachments: dict[str, str] = {}  # eni id -> attachment id
         self._reserved_vlans: set[int] = set()
         self._pending_branch_creates = 0
@@ -172,28 +175,21 @@ class NodeNetwork:
             cluster_id=self.cluster_id,
         )
 
-    async def _with_throttle_retries(
-        self, call: Callable[[], Awaitable[T]], retries: int | None = None, *, transient: bool = True
-    ) -> T:
-        """Retry throttled (and, for idempotent calls, transient) errors with capped, jittered backoff.
+    async def _with_throttle_retries(self, call: Callable[[], Awaitable[T]], *, transient: bool = True) -> T:
+        """Retry throttled (and, for idempotent calls, transient) errors with the RetryPolicy's backoff.
 
-        This is the only retry layer: the boto3 adapter makes one attempt per call. A throttled call
+        This is the only retry layer: the EC2 adapters make one attempt per call. A throttled call
         never took effect; a transient one (5xx, timeout) may have, so only calls that are safe to
         repeat (client tokens, deletes) pass `transient=True`.
         """
-        limit = self._throttle_retries if retries is None else retries
         retried = (ErrorClass.THROTTLING, ErrorClass.TRANSIENT) if transient else (ErrorClass.THROTTLING,)
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except Ec2Error as error:
-                attempt += 1
-                if error.error_class not in retried:
-                    raise
-                if attempt > limit:
-                    raise
-                await self.clock.sleep(self._rng.uniform(0, min(8.0, 0.25 * 2**attempt)))
+        retrying = self.retry_policy.step_retrying(retried, self._rng, self.clock.sleep)
+
+        async def attempt() -> T:  # a coroutine function: tenacity awaits only those
+            return await call()
+
+        result: T = await retrying(attempt)
+        return result
 
     async def _address_call(self, eni_id: str, call: Callable[[], Awaitable[T]]) -> T:
         """Assign/Unassign addresses or prefixes: they carry no client token, so an answer lost after
@@ -349,6 +345,8 @@ class NodeNetwork:
             plan = plan_pool(self.pool, now, demand=demand)
             self.pool.excess_since = plan.excess_since
             self.pool.branch_excess_since = plan.branch_excess_since
+            self.pool.branch_high_water = plan.branch_high_water
+            self.pool.branch_high_water_at = plan.branch_high_water_at
             report = await self.execute(plan)
             self.last_report = report
         if report.completed and self.on_pool_work_done is not None and self._shape() != shape:
@@ -416,8 +414,8 @@ class NodeNetwork:
             case DeleteBranches(eni_ids=eni_ids):
                 for eni_id in eni_ids:
                     branch = pool.branches.get(eni_id)
-                    if branch is None or branch.state is not BranchState.WARM:
-                        continue  # taken by a pod since the plan was made
+                    if branch is None or branch.state is not BranchState.WARM or eni_id in pool.promised:
+                        continue  # taken by a pod since the plan was made, or kept for one that waits
                     pool.remove_branch(eni_id)
                     await self._delete_branch(branch)
 
@@ -454,27 +452,30 @@ class NodeNetwork:
     async def _attach(self, eni_id: str, device_index: int) -> str:
         """AttachNetworkInterface, safe to repeat: after an answer that did not come back, EC2 is asked
         whether the ENI is attached already (a second attach would fail as a conflict)."""
-        attempt = 0
-        while True:
+        answers: list[ErrorClass] = []  # the class of each failed attempt
+
+        async def attempt() -> str:
+            if answers and answers[-1] is ErrorClass.TRANSIENT:  # lost answer: it may have taken effect
+                attached = await self._attachment_of(eni_id, device_index)
+                if attached is not None:
+                    return attached
             try:
                 return await self.ec2.attach_network_interface(
                     eni_id, instance_id=self.pool.instance_id, device_index=device_index
                 )
             except Ec2Error as error:
-                attempt += 1
-                if error.error_class not in (ErrorClass.THROTTLING, ErrorClass.TRANSIENT):
-                    if attempt > 1:
-                        attached = await self._attachment_of(eni_id, device_index)
-                        if attached is not None:
-                            return attached
-                    raise
-                if error.error_class is ErrorClass.TRANSIENT:
-                    attached = await self._attachment_of(eni_id, device_index)
-                    if attached is not None:
-                        return attached
-                if attempt > self._throttle_retries:
-                    raise
-                await self.clock.sleep(self._rng.uniform(0, min(8.0, 0.25 * 2**attempt)))
+                answers.append(error.error_class)
+                raise
+
+        try:
+            return await self._with_throttle_retries(attempt)
+        except Ec2Error as error:
+            if len(answers) < 2 or error.error_class in (ErrorClass.THROTTLING, ErrorClass.TRANSIENT):
+                raise
+            attached = await self._attachment_of(eni_id, device_index)  # a conflict with our own attach
+            if attached is None:
+                raise
+            return attached
 
     async def _attachment_of(self, eni_id: str, device_index: int) -> str | None:
         try:
@@ -742,14 +743,20 @@ class NodeNetwork:
         groups = request.sorted_groups or self.default_security_group_ids
         now = self.clock.now()
         pool.expire_cooldowns(now)
-        branch = pool.choose_warm_branch(groups)
+        branch = pool.choose_warm_branch(groups, request.key)
         if branch is None:
+            branch = await self._wait_for_cooling_branch(request.key)
+        if branch is None:
+            started = self.clock.now()
             await self._create_branch(pool.trunk_eni_id, groups, request.key)
+            self._time_branch_create(self.clock.now() - started)
             self.warm_branch_groups = groups  # EC2 accepted these groups: warm branches get them too
+            self._note_branch_demand()
             resources = pool.branch_resources(request.key)
             assert resources is not None
             return resources
         pool.assign_branch(request.key, branch.eni_id)
+        self._note_branch_demand()
         if branch.security_group_ids != groups:
             try:
                 # No inline retries here: a throttled pod goes to Retrying and frees its worker.
@@ -762,6 +769,39 @@ class NodeNetwork:
         resources = pool.branch_resources(request.key)
         assert resources is not None
         return resources
+
+    async def _wait_for_cooling_branch(self, key: str) -> BranchEni | None:
+        """No warm branch: wait for the cooling one that comes back first, if it does so sooner than a
+        create would take, and promise it to this pod so that no other pod takes it meanwhile. The
+        worker is held no longer than the create would have held it, and no EC2 call is made."""
+        pool = self.pool
+        branch = pool.soonest_cooling_branch(key)
+        if branch is None:
+            return None
+        wait = branch.cooling_until - self.clock.now()
+        if wait >= self._branch_create_s:
+            return None
+        pool.promise_branch(branch.eni_id, key)
+        taken: BranchEni | None = None
+        try:
+            await self.clock.sleep(max(0.0, wait))
+            pool.expire_cooldowns(self.clock.now())
+            current = pool.branches.get(branch.eni_id)  # None: EC2 lost it meanwhile; create instead
+            if current is not None and current.state is BranchState.WARM:
+                taken = current if pool.promised.get(current.eni_id) == key else None
+            return taken
+        finally:
+            if taken is None:
+                pool.forget_promise(key)
+
+    def _time_branch_create(self, seconds: float) -> None:
+        """How long a pod's branch create took, EC2's pacing included: the bar a cooling branch beats."""
+        self._branch_create_s = 0.8 * self._branch_create_s + 0.2 * seconds
+
+    def _note_branch_demand(self) -> None:
+        self.pool.branch_high_water, self.pool.branch_high_water_at = branch_demand_mark(
+            self.pool, self.clock.now()
+        )
 
     def _refuse_if_stale(self) -> None:
         if self.stale:
@@ -829,7 +869,7 @@ class NodeNetwork:
         pool.expire_cooldowns(self.clock.now())
         if request.mode is AllocationMode.BRANCH_ENI:
             return pool.trunk_eni_id is not None and (
-                pool.choose_warm_branch(request.sorted_groups) is not None
+                pool.choose_warm_branch(request.sorted_groups, request.key) is not None
                 or (pool.free_vlan(self._reserved_vlans) is not None and pool.limits.trunking)
             )
         return pool.free_ip_count() > 0
@@ -837,6 +877,7 @@ class NodeNetwork:
     async def release(self, key: str) -> bool:
         """Return what the key holds to the pool (after a cool-down). No EC2 call. Idempotent."""
         self._branch_generation.pop(key, None)
+        self.pool.forget_promise(key)
         now = self.clock.now()
         if self.pool.release_ip(key, now) is not None:
             return True
@@ -994,6 +1035,7 @@ async def open_node_network(
     cluster_name: str,
     default_security_group_ids: tuple[str, ...] = (),
     rng: random.Random | None = None,
+    retry_policy: RetryPolicy | None = None,
     cluster_id: str = "",
 ) -> NodeNetwork:
     """Look the instance and its subnet up in EC2 and build the node's runtime (not yet registered)."""
@@ -1011,5 +1053,6 @@ async def open_node_network(
         cluster_name=cluster_name,
         default_security_group_ids=default_security_group_ids,
         rng=rng,
+        retry_policy=retry_policy,
         cluster_id=cluster_id,
     )

@@ -350,6 +350,7 @@ class NodePools:
             instance_id=instance_id,
             cluster_name=ctx.config.cluster_name,
             rng=random.Random(ctx.rng.getrandbits(32)),
+            retry_policy=ctx.config.policy,
             cluster_id=ctx.cluster_id(),
         )
 
