@@ -94,3 +94,41 @@ def test_status_counts_what_the_pool_holds() -> None:
     pool.release_ip("pod-b", now=0)
     status = pool.status()
     assert (status.used_ips, status.cooling_ips, status.free_ips, status.total_ips) == (1, 1, 1, 3)
+
+
+def test_a_cooling_branch_promised_to_one_pod_is_offered_to_no_other() -> None:
+    pool = new_pool(enable_pod_eni=True, branch_cooldown_s=30)
+    pool.add_branch(BranchEni("eni-b1", 1, "10.0.3.1", "", "a1", ("sg-1",)))
+    pool.add_branch(BranchEni("eni-b2", 2, "10.0.3.2", "", "a2", ("sg-1",)))
+    pool.assign_branch("ns/old-1/u", "eni-b1")
+    pool.assign_branch("ns/old-2/u", "eni-b2")
+    pool.unassign_branch("ns/old-1/u", now=0)  # back at 30
+    pool.unassign_branch("ns/old-2/u", now=5)  # back at 35
+    first = pool.soonest_cooling_branch("ns/new-1/u")
+    assert first is not None and first.eni_id == "eni-b1"
+    pool.promise_branch("eni-b1", "ns/new-1/u")
+    second = pool.soonest_cooling_branch("ns/new-2/u")
+    assert second is not None and second.eni_id == "eni-b2"  # not the one promised to new-1
+    with pytest.raises(PoolInvariantError, match="promised to ns/new-1/u"):
+        pool.promise_branch("eni-b1", "ns/new-2/u")
+    pool.expire_cooldowns(now=40)
+    # back warm: only its pod gets it, even though it is the oldest warm branch
+    taken = pool.choose_warm_branch(("sg-1",), "ns/other/u")
+    assert taken is not None and taken.eni_id == "eni-b2"
+    with pytest.raises(PoolInvariantError, match="promised"):
+        pool.assign_branch("ns/other/u", "eni-b1")
+    mine = pool.choose_warm_branch(("sg-9",), "ns/new-1/u")
+    assert mine is not None and mine.eni_id == "eni-b1"
+    pool.assign_branch("ns/new-1/u", "eni-b1")
+    assert pool.promised == {}  # kept until taken, then gone
+
+
+def test_a_promise_goes_with_the_pod_and_with_the_branch() -> None:
+    pool = new_pool(enable_pod_eni=True)
+    pool.add_branch(BranchEni("eni-b1", 1, "10.0.3.1", "", "a1", ("sg-1",), state=BranchState.COOLING))
+    pool.promise_branch("eni-b1", "ns/p/u")
+    pool.forget_promise("ns/p/u")
+    assert pool.soonest_cooling_branch("ns/q/u") is not None
+    pool.promise_branch("eni-b1", "ns/q/u")
+    assert pool.forget_eni("eni-b1") == []
+    assert pool.promised == {}

@@ -9,6 +9,7 @@ from controller.core.pool_planner import (
     DeleteEni,
     ReleaseIps,
     ReleasePrefixes,
+    branch_demand_mark,
     next_action_due,
     plan_pool,
 )
@@ -196,3 +197,92 @@ def test_next_action_due_is_now_with_work_then_the_first_timer_then_none() -> No
     pool.returning.add("ns/p/u")
     pool.unassign_branch("ns/p/u", now=5)  # cooling until 35; it counts toward the target meanwhile
     assert next_action_due(pool, now=6) == 35  # a running cool-down is not quiet
+
+
+def _rollout_pool(quiet_s: float = 300.0):  # type: ignore[no-untyped-def]
+    """Target 2. A rollout held 6 branches at once (3 old pods' cooling, 3 new pods'), then the old
+    ones came back warm: 3 assigned, 5 warm (2 of them the target)."""
+    pool = new_pool(
+        "m5.large",
+        enable_pod_eni=True,
+        warm_branch_eni_target=2,
+        excess_release_delay_s=10,
+        branch_demand_quiet_s=quiet_s,
+    )
+    pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
+    pool.add_ips("eni-primary", [f"10.0.1.{i}" for i in range(10, 19)])  # addresses at target
+    for vlan in range(1, 9):
+        pool.add_branch(BranchEni(f"eni-b{vlan}", vlan, f"10.0.3.{vlan}", "", f"a{vlan}", ("sg-1",)))
+    for vlan in range(1, 7):
+        pool.assign_branch(f"ns/p{vlan}/u", f"eni-b{vlan}")
+    pool.branch_high_water, pool.branch_high_water_at = branch_demand_mark(pool, now=0)
+    assert pool.branch_high_water == 6
+    for vlan in range(1, 4):  # the old pods go; their branches cool, then come back warm
+        pool.unassign_branch(f"ns/p{vlan}/u", now=0)
+    pool.expire_cooldowns(now=40)
+    return pool
+
+
+def _plan_until(pool, start: float, end: float, step: float = 5.0):  # type: ignore[no-untyped-def]
+    """Plan every `step` seconds as the periodic pass does, keeping the timers the plan returns;
+    returns the first plan that deletes branches, with its time."""
+    now = start
+    while now <= end:
+        plan = plan_pool(pool, now=now)
+        pool.branch_excess_since = plan.branch_excess_since
+        pool.branch_high_water, pool.branch_high_water_at = plan.branch_high_water, plan.branch_high_water_at
+        for action in plan.actions:
+            if isinstance(action, DeleteBranches):
+                return now, action
+        now += step
+    return None
+
+
+def test_warm_branches_up_to_the_demand_high_water_mark_are_kept_until_it_has_been_quiet() -> None:
+    """Hysteresis: after a rollout, the branches its old pods freed are what the next rollout needs.
+    They are kept while the high-water mark of assigned + cooling (6) stands, and only the surplus
+    above target is deleted once the mark has not been reached for branch_demand_quiet_s."""
+    pool = _rollout_pool(quiet_s=300)
+    assert not any(isinstance(a, CreateBranches) for a in plan_pool(pool, now=40).actions)
+    found = _plan_until(pool, start=40, end=400)
+    assert found is not None
+    when, action = found
+    # the mark (reached at t=0) comes down at 300; the excess is deleted 10 s (the delay) after that
+    assert 300 <= when <= 315
+    assert len(action.eni_ids) == 3  # 5 warm, 3 in use + target 2 kept: 3 go, the target stays
+
+
+def test_without_a_quiet_period_excess_warm_branches_go_after_the_release_delay() -> None:
+    pool = _rollout_pool(quiet_s=0)
+    found = _plan_until(pool, start=40, end=400)
+    assert found is not None and found[0] == 50 and len(found[1].eni_ids) == 3
+
+
+def test_new_demand_at_the_mark_restarts_the_quiet_period() -> None:
+    pool = _rollout_pool(quiet_s=300)
+    assert _plan_until(pool, start=40, end=250) is None
+    for vlan in range(1, 4):  # the next rollout takes the kept branches back: the mark is reached again
+        pool.assign_branch(f"ns/q{vlan}/u", f"eni-b{vlan}")
+    plan = plan_pool(pool, now=260)
+    assert plan.branch_high_water == 6 and plan.branch_high_water_at == 260
+    assert not any(isinstance(a, CreateBranches | DeleteBranches) for a in plan.actions)
+
+
+def test_next_action_due_counts_the_end_of_the_quiet_period() -> None:
+    """A loop that waits for quiet must not stop while kept branches are still to be deleted."""
+    pool = _rollout_pool(quiet_s=300)
+    plan = plan_pool(pool, now=40)
+    pool.branch_high_water, pool.branch_high_water_at = plan.branch_high_water, plan.branch_high_water_at
+    assert next_action_due(pool, now=40) == 300
+
+
+def test_a_branch_promised_to_a_waiting_pod_is_not_deleted_as_excess() -> None:
+    pool = new_pool("m5.large", enable_pod_eni=True, warm_branch_eni_target=0, excess_release_delay_s=0)
+    pool.trunk_eni_id, pool.trunk_device_index = "eni-trunk", 2
+    pool.add_branch(BranchEni("eni-b1", 1, "10.0.3.1", "", "a1", ("sg-1",), state=BranchState.COOLING))
+    pool.add_branch(BranchEni("eni-b2", 2, "10.0.3.2", "", "a2", ("sg-1",)))
+    pool.promise_branch("eni-b1", "ns/waiting/u")
+    pool.expire_cooldowns(now=100)
+    pool.branch_excess_since = 0
+    (delete,) = [a for a in plan_pool(pool, now=100).actions if isinstance(a, DeleteBranches)]
+    assert delete.eni_ids == ("eni-b2",)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.core.errors import ErrorClass
+from controller.core.errors import Ec2Error, ErrorClass
 from controller.core.retry_policy import Backoff, FullJitterWait, NoRetryForPermanentError, RetryPolicy
 
 POLICY = RetryPolicy()
@@ -145,3 +145,33 @@ async def test_async_retrying_waits_exactly_as_the_policy_says(error_class: Erro
     assert slept == expected
     base, cap = EXPECTED_SETTINGS[error_class]
     assert all(0.0 <= s <= upper_bound(base, cap, n) for n, s in enumerate(slept, start=1))
+
+
+async def test_step_retrying_retries_only_the_given_classes_with_their_backoff() -> None:
+    policy = RetryPolicy(throttling=Backoff(base_s=1.0, cap_s=1.0), step_attempts=4)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    answers = [
+        Ec2Error("RequestLimitExceeded", "slow down", action="CreateNetworkInterface"),
+        Ec2Error("RequestLimitExceeded", "slow down", action="CreateNetworkInterface"),
+    ]
+
+    async def call() -> str:
+        if answers:
+            raise answers.pop(0)
+        return "done"
+
+    retrying = policy.step_retrying((ErrorClass.THROTTLING,), random.Random(3), sleep)
+    assert await retrying(call) == "done"
+    assert len(slept) == 2 and all(0 <= s <= 1.0 for s in slept)
+
+    async def refused() -> str:
+        raise Ec2Error("InvalidParameterValue", "bad group", action="CreateNetworkInterface")
+
+    slept.clear()
+    with pytest.raises(Ec2Error, match="bad group"):
+        await policy.step_retrying((ErrorClass.THROTTLING,), random.Random(3), sleep)(refused)
+    assert slept == []  # a permanent answer is raised at once

@@ -16,7 +16,7 @@ from controller.core.allocation_state import AllocationState, AllocationStatus
 from controller.core.conditions import ConditionType
 from controller.core.errors import Ec2Error, ErrorClass
 from controller.core.node_pool import BranchState
-from controller.core.retry_policy import RetryPolicy
+from controller.core.retry_policy import Backoff, RetryPolicy
 from controller.engine.allocation_driver import allocation_step
 from controller.engine.node_network import NodeNetwork
 from controller.settings import PoolSettings
@@ -407,3 +407,84 @@ async def test_without_a_free_prefix_block_a_pod_gets_a_secondary_ip_and_prefixe
     assert (await network.allocate(ip_request("ns/next", prefix=True))).mode is AllocationMode.PREFIX_IP
     eni = f.vpc.network_interface(held.eni_id)
     assert eni is not None and held.ip not in eni.secondary_ips
+
+
+class YieldingClock(ManualClock):
+    """A manual clock whose sleep lets other tasks run, as a real one does."""
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        await asyncio.sleep(0)
+
+
+async def _one_cooling_branch(clock: ManualClock, *, back_in: float) -> tuple[SimFleet, NodeNetwork, str]:
+    """A node with no warm branch and one cooling branch that comes back in `back_in` seconds."""
+    f = SimFleet(clock=clock, latency=LatencyConfig.none())
+    settings = PoolSettings(
+        enable_pod_eni=True, warm_branch_eni_target=0, branch_cooldown_s=30, branch_create_estimate_s=2.0
+    )
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="m5.large", settings=settings)])
+    old = await network.allocate(branch_request("ns/old", (f.app_groups[0],)))
+    await network.release("ns/old")
+    clock.advance(30 - back_in)
+    return f, network, old.eni_id
+
+
+async def test_a_pod_waits_for_a_cooling_branch_that_is_back_sooner_than_a_create() -> None:
+    """Rollouts: the freed branch comes back in 1 s and a create takes about 2 s. The pod waits for it
+    instead of creating one (which would also leave one more to delete as excess later)."""
+    clock = ManualClock(1_000.0)
+    f, network, old_eni = await _one_cooling_branch(clock, back_in=1.0)
+    creates = f.vpc.calls_by_action()["CreateNetworkInterface"]
+    started = clock.now()
+    new = await network.allocate(branch_request("ns/new", (f.app_groups[0],)))
+    assert new.eni_id == old_eni
+    assert f.vpc.calls_by_action()["CreateNetworkInterface"] == creates
+    assert clock.now() - started == pytest.approx(1.0)
+    assert network.pool.promised == {}
+
+
+async def test_a_pod_creates_when_the_cooling_branch_is_back_later_than_a_create() -> None:
+    clock = ManualClock(1_000.0)
+    f, network, old_eni = await _one_cooling_branch(clock, back_in=10.0)
+    creates = f.vpc.calls_by_action()["CreateNetworkInterface"]
+    new = await network.allocate(branch_request("ns/new", (f.app_groups[0],)))
+    assert new.eni_id != old_eni
+    assert f.vpc.calls_by_action()["CreateNetworkInterface"] == creates + 1
+    assert network.pool.branches[old_eni].state is BranchState.COOLING  # untouched, still cooling
+
+
+async def test_a_cooling_branch_is_waited_for_by_one_pod_only() -> None:
+    """Two pods, one cooling branch: the first waits for it, promised; the second does not wait on the
+    same branch (it would find it taken) and creates at once."""
+    clock = YieldingClock(1_000.0)
+    f, network, old_eni = await _one_cooling_branch(clock, back_in=1.0)
+    creates = f.vpc.calls_by_action()["CreateNetworkInterface"]
+    first, second = await asyncio.gather(
+        network.allocate(branch_request("ns/a", (f.app_groups[0],))),
+        network.allocate(branch_request("ns/b", (f.app_groups[0],))),
+    )
+    assert first.eni_id == old_eni and second.eni_id != old_eni
+    assert f.vpc.calls_by_action()["CreateNetworkInterface"] == creates + 1
+    assert network.pool.promised == {}
+
+
+async def test_pool_steps_retry_throttling_with_the_retry_policy_backoff_and_its_attempt_limit() -> None:
+    """One retry layer: the engine's inline retries take RetryPolicy's throttling backoff and its
+    step_attempts, not a backoff of their own."""
+    policy = RetryPolicy(throttling=Backoff(base_s=0.25, cap_s=0.25), step_attempts=3)
+    clock = ManualClock(1_000.0)
+    f = SimFleet(clock=clock, latency=LatencyConfig.none())
+    settings = PoolSettings(enable_pod_eni=True, warm_branch_eni_target=0)
+    (network,) = await f.register_all([NodeSpec(name="n1", instance_type="m5.large", settings=settings)])
+    network.retry_policy = policy
+    f.vpc.inject("CreateNetworkInterface", "RequestLimitExceeded", "Rate exceeded.", times=2, http_status=503)
+    started = clock.now()
+    await network.allocate(branch_request("ns/a", (f.app_groups[0],)))
+    assert 0 < clock.now() - started <= 2 * 0.25  # two waits, each drawn from [0, 0.25]
+    f.vpc.inject("CreateNetworkInterface", "RequestLimitExceeded", "Rate exceeded.", times=3, http_status=503)
+    before = f.vpc.calls_by_action()["CreateNetworkInterface"]
+    with pytest.raises(Ec2Error) as raised:
+        await network.allocate(branch_request("ns/b", (f.app_groups[0],)))
+    assert raised.value.error_class is ErrorClass.THROTTLING
+    assert f.vpc.calls_by_action()["CreateNetworkInterface"] - before == 3  # step_attempts, then up
