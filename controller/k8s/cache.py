@@ -66,6 +66,10 @@ class Store(Generic[K, V]):
         self._namespaced = namespaced  # keys are (namespace, name), else the name
         self._items: dict[K, V] = {}
         self._tombstones: OrderedDict[K, str] = OrderedDict()
+        # UIDs whose DELETED event the watch delivered: those objects are gone for good (a UID is never
+        # used again), so a reconciler need not ask the API server again. A list that no longer shows
+        # an object does not count: a list may be served from a cache older than the object.
+        self._deleted_uids: OrderedDict[str, None] = OrderedDict()
         self.listeners: list[Callable[[Change[K, V]], None]] = []
         self.synced = False
 
@@ -92,8 +96,16 @@ class Store(Generic[K, V]):
             return None  # the echo of our own write, whose answer the cache already took: not even parsed
         view = self._parse(body)
         if event_type == "DELETED":
+            if view.uid:
+                self._deleted_uids[view.uid] = None
+                while len(self._deleted_uids) > TOMBSTONE_LIMIT:
+                    self._deleted_uids.popitem(last=False)
             return self.remove(self._key_of(view), view.resource_version)
         return self.upsert(view)
+
+    def saw_deleted(self, uid: str) -> bool:
+        """Did a watch say the object with this UID was deleted? (False when unknown: ask the server.)"""
+        return bool(uid) and uid in self._deleted_uids
 
     def _raw_key(self, body: Mapping[str, Any]) -> Any:
         """The key of an unparsed body, or None when it has no name."""
