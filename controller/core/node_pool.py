@@ -131,6 +131,9 @@ class NodePool:
         # branches up to that mark are kept until it has not been reached for `branch_demand_quiet_s`.
         self.branch_high_water: int = 0
         self.branch_high_water_at: float = 0.0
+        # The subnet refused /28 blocks: no prefix is asked for before this time (capacity backoff),
+        # unless a subnet report shows free blocks again. Pods get secondary IPs meanwhile (fallback).
+        self.prefix_refused_until: float = 0.0
         # Cooling branch ENI -> the key of the pod waiting for it: no other pod takes it when it is back.
         self.promised: dict[str, str] = {}
 

@@ -224,7 +224,14 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
     target = min(wanted, capacity_units)
     shortfall = target - total_units
     excess_since = pool.excess_since
-    if shortfall > 0:
+    if shortfall > 0 and prefix_mode and now < pool.prefix_refused_until:
+        notes.append(
+            f"the subnet refused /28 blocks: {shortfall} prefix(es) short, asked for again at "
+            f"{pool.prefix_refused_until:.0f} or when the subnet report shows free blocks"
+        )
+        shortfall = 0  # no refused call every pass; nothing is released meanwhile either
+        excess_since = None
+    elif shortfall > 0:
         excess_since = None
         for eni in sorted(pool.enis.values(), key=lambda e: e.device_index):
             room = slots - eni.slots_used
@@ -374,6 +381,8 @@ def next_action_due(pool: NodePool, now: float) -> float | None:
     if plan.actions:
         return now
     due: list[float] = list(pool.cooling_ips.values())
+    if pool.prefix_refused_until > now:
+        due.append(pool.prefix_refused_until)
     due.extend(b.cooling_until for b in pool.branches.values() if b.state is BranchState.COOLING)
     delay = pool.settings.excess_release_delay_s
     due.extend(since + delay for since in (plan.excess_since, plan.branch_excess_since) if since is not None)

@@ -23,7 +23,14 @@ from controller.core import tags as tagging
 from controller.core.allocation_model import AllocationMode, AllocationRequest, AssignedResources
 from controller.core.errors import Ec2Error, ErrorClass, NotFoundError
 from controller.core.instance_limits import InstanceLimits
-from controller.core.node_pool import BranchEni, BranchState, NodePool, PoolEni, PoolInvariantError
+from controller.core.node_pool import (
+    BranchEni,
+    BranchState,
+    NodePool,
+    PoolEni,
+    PoolInvariantError,
+    PoolMode,
+)
 from controller.core.pool_planner import (
     AssignIps,
     AssignPrefixes,
@@ -128,6 +135,8 @@ class NodeNetwork:
         self._token_counter = 0
         self.retry_policy = retry_policy or RetryPolicy()
         self._branch_create_s = settings.branch_create_estimate_s  # moving mean, see _time_branch_create
+        self._prefix_refusals = 0  # consecutive passes whose /28 request the subnet refused
+        self._prefix_refusal: FailedAction | None = None  # the last refusal, told to pods meanwhile
         self._attachments: dict[str, str] = {}  # eni id -> attachment id
         self._reserved_vlans: set[int] = set()
         self._pending_branch_creates = 0
@@ -378,7 +387,36 @@ class NodeNetwork:
                         error_class=error.error_class,
                     )
                 )
+        self._note_prefix_answers(plan, failed)
         return ExecutionReport(plan=plan, completed=tuple(completed), failed=tuple(failed))
+
+    def _note_prefix_answers(self, plan: PoolPlan, failed: list[FailedAction]) -> None:
+        """A subnet that refused /28 blocks is not asked again every pass: the capacity backoff of the
+        RetryPolicy (5 s doubling to 120 s) applies to the pool's prefix growth as it does to a pod.
+        A prefix that EC2 gave ends the backoff."""
+        if self.pool.mode is not PoolMode.PREFIX_DELEGATION:
+            return
+        asked = {
+            describe_action(a)
+            for a in plan.actions
+            if isinstance(a, AssignPrefixes) or (isinstance(a, AttachEni) and a.prefix_count > 0)
+        }
+        if not asked:
+            return
+        refused = [f for f in failed if f.action in asked and f.error_class is ErrorClass.CAPACITY]
+        if refused:
+            self._prefix_refusals += 1
+            self._prefix_refusal = refused[0]
+            delay = self.retry_policy.capacity.delay(self._prefix_refusals, self._rng)
+            self.pool.prefix_refused_until = self.clock.now() + delay
+        elif len(asked) > len([f for f in failed if f.action in asked]):
+            self.prefix_blocks_may_be_free()
+
+    def prefix_blocks_may_be_free(self) -> None:
+        """EC2 gave a prefix, or a subnet report shows free /28 blocks: prefixes are asked for again."""
+        self._prefix_refusals = 0
+        self._prefix_refusal = None
+        self.pool.prefix_refused_until = 0.0
 
     async def _run(self, action: PoolAction) -> None:
         pool = self.pool
@@ -668,6 +706,8 @@ class NodeNetwork:
         if resources is not None:
             return resources
         problem = report.first_error
+        if problem is None and self.clock.now() < pool.prefix_refused_until:
+            problem = self._prefix_refusal  # not asked again yet: the subnet's last answer stands
         if (
             wanted_prefix
             and pool.settings.prefix_fallback_to_secondary_ip

@@ -286,3 +286,17 @@ def test_a_branch_promised_to_a_waiting_pod_is_not_deleted_as_excess() -> None:
     pool.branch_excess_since = 0
     (delete,) = [a for a in plan_pool(pool, now=100).actions if isinstance(a, DeleteBranches)]
     assert delete.eni_ids == ("eni-b2",)
+
+
+def test_a_subnet_that_refused_blocks_is_not_asked_again_before_its_backoff_ends() -> None:
+    """prefix-exhaustion: the periodic pass asked a full subnet for its warm /28s every time, about
+    eight refused calls per pod start. While the refusal's backoff runs, no prefix is planned (and
+    nothing is released either), the plan says why, and next_action_due wakes at its end."""
+    pool = new_pool("m5.large", enable_prefix_delegation=True, warm_prefix_target=2)
+    assert AssignPrefixes(eni_id="eni-primary", count=2) in plan_pool(pool, now=0).actions
+    pool.prefix_refused_until = 50.0
+    held_back = plan_pool(pool, now=10)
+    assert not any(isinstance(a, AssignPrefixes | AttachEni) for a in held_back.actions)
+    assert any("refused /28 blocks" in note for note in held_back.notes)
+    assert next_action_due(pool, now=10) == 50.0
+    assert AssignPrefixes(eni_id="eni-primary", count=2) in plan_pool(pool, now=50).actions

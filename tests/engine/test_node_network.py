@@ -488,3 +488,30 @@ async def test_pool_steps_retry_throttling_with_the_retry_policy_backoff_and_its
         await network.allocate(branch_request("ns/b", (f.app_groups[0],)))
     assert raised.value.error_class is ErrorClass.THROTTLING
     assert f.vpc.calls_by_action()["CreateNetworkInterface"] - before == 3  # step_attempts, then up
+
+
+async def test_a_subnet_that_refused_blocks_is_asked_again_only_after_the_capacity_backoff() -> None:
+    f = SimFleet(clock=ManualClock(1_000.0), latency=LatencyConfig.none(), subnet_cidr="10.1.0.0/24")
+    settings = PoolSettings(enable_prefix_delegation=True, warm_prefix_target=1)
+    (network,) = await f.register_all([NodeSpec(name="n1", settings=settings)])
+    for i in range(16):
+        await network.allocate(ip_request(f"ns/p{i}", prefix=True))
+    occupied = f.vpc.fragment(f.subnet.subnet_id, keep_free_per_block=15, seed=3)
+    assigns = f.vpc.calls_by_action().get("AssignPrivateIpAddresses", 0)
+    refused = await network.reconcile()
+    assert refused.first_error is not None and refused.first_error.code == "InsufficientCidrBlocks"
+    assert network.pool.prefix_refused_until > f.clock.now()
+    tried = f.vpc.calls_by_action()["AssignPrivateIpAddresses"]
+    assert tried > assigns
+    for _ in range(5):  # the periodic passes meanwhile: no call
+        await network.reconcile()
+    assert f.vpc.calls_by_action()["AssignPrivateIpAddresses"] == tried
+    # a pod still gets an address meanwhile: the refusal stands, so it falls back to a secondary IP
+    fallback = await network.allocate(ip_request("ns/late", prefix=True))
+    assert fallback.prefix is None and fallback.ip
+    # other tenants free space and the subnet report sees free blocks: the pool asks at once
+    f.vpc.vacate(f.subnet.subnet_id, occupied)
+    network.prefix_blocks_may_be_free()
+    grown = await network.reconcile()
+    assert grown.failed == () and network.pool.prefix_refused_until == 0.0
+    assert network.pool.free_prefix_address_count() > 0

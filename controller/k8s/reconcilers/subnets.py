@@ -33,6 +33,10 @@ class SubnetReports:
                 continue
             before = ctx.subnets.get(subnet_id)
             ctx.subnets[subnet_id] = report
+            if report.free_prefix_blocks > 0:  # pools that the subnet refused may ask again now
+                for network in ctx.pools.networks().values():
+                    if network.pool.subnet_id == subnet_id and network.pool.prefix_refused_until:
+                        network.prefix_blocks_may_be_free()
             ctx.metrics.subnet_free_addresses.labels(subnet=subnet_id).set(report.free_addresses)
             ctx.metrics.subnet_free_prefix_blocks.labels(subnet=subnet_id).set(report.free_prefix_blocks)
             if before != report:
