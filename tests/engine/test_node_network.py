@@ -117,9 +117,10 @@ async def test_a_fragmented_subnet_is_capacity_and_the_pod_waits_visibly_then_ge
     ready = step.status.condition(ConditionType.READY)
     assert ready is not None and ready.status == "False" and ready.reason == "InsufficientCidrBlocks"
     assert step.retry_in is not None and step.retry_in > 0
-    # space frees up; the retry succeeds
+    # space frees up; the pod's retry after its backoff, and the pool's for the subnet, succeeds
     f.vpc.vacate(f.subnet.subnet_id, occupied)
-    f.clock.advance(step.retry_in)  # type: ignore[attr-defined]
+    pool_backoff = network.pool.prefix_refused_until - f.clock.now()
+    f.clock.advance(max(step.retry_in, pool_backoff))  # type: ignore[attr-defined]
     again = await allocation_step(
         step.status, ip_request("ns/late", prefix=True), network, policy=policy, rng=rng
     )
@@ -400,6 +401,7 @@ async def test_without_a_free_prefix_block_a_pod_gets_a_secondary_ip_and_prefixe
     assert eni is not None and held.ip in eni.secondary_ips
     # blocks free up: new pods get prefix addresses again, and the fallback IP goes back once freed
     f.vpc.vacate(f.subnet.subnet_id, occupied)
+    network.prefix_blocks_may_be_free()  # as the subnet report does when it sees free /28 blocks
     await network.release("ns/late")
     f.clock.advance(2)  # type: ignore[attr-defined]
     await network.reconcile()
