@@ -15,7 +15,7 @@ from rich.table import Table
 
 from controller.core.instance_limits import InstanceLimits, UnknownInstanceTypeError
 from controller.core.node_pool import NodePool, PoolEni
-from controller.core.pool_planner import PoolPlan, describe_action, plan_pool
+from controller.core.pool_planner import AttachEni, PoolPlan, describe_action, plan_pool
 from controller.settings import PoolSettings
 
 app = typer.Typer(
@@ -78,6 +78,15 @@ def plan_new_node(limits: InstanceLimits, settings: PoolSettings) -> PoolPlan:
     return plan_pool(pool, now=0.0)
 
 
+def shared_eni_sets(limits: InstanceLimits, settings: PoolSettings, plan: PoolPlan) -> int:
+    """Group sets a new node of this type can give shared ENIs (SharedENI): its ENI attachments less
+    the primary, the trunk (with ENABLE_POD_ENI) and the ENIs the warm plan attaches."""
+    cap = limits.max_enis if settings.max_eni is None else min(limits.max_enis, settings.max_eni)
+    trunk = 1 if settings.enable_pod_eni and limits.trunking else 0
+    attached = sum(1 for action in plan.actions if isinstance(action, AttachEni))
+    return max(0, cap - 1 - trunk - attached)
+
+
 def plan_document(limits: InstanceLimits, settings: PoolSettings, plan: PoolPlan) -> dict[str, Any]:
     return {
         "instance_type": limits.instance_type,
@@ -91,6 +100,7 @@ def plan_document(limits: InstanceLimits, settings: PoolSettings, plan: PoolPlan
         "mode": "PrefixDelegation" if settings.enable_prefix_delegation else "SecondaryIP",
         "settings": settings.model_dump(mode="json"),
         "target_addresses": plan.target_addresses,
+        "shared_eni_sets": shared_eni_sets(limits, settings, plan),
         "plan": [action.model_dump(mode="json") for action in plan.actions],
         "plan_text": [describe_action(action) for action in plan.actions],
         "notes": list(plan.notes),
@@ -152,6 +162,7 @@ def plan(
         ("vCPUs", "vcpus"),
         ("Nitro / can trunk", None),
         ("addresses kept ready", "target_addresses"),
+        ("shared ENI group sets (SharedENI)", "shared_eni_sets"),
     ]:
         value = f"{limits.nitro} / {limits.trunking}" if key is None else str(document[key])
         table.add_row(label, value)

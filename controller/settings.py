@@ -48,6 +48,13 @@ class PoolSettings(BaseModel):
         ge=0,
         description="capacity above target is released only after it has been excess this long",
     )
+    shared_eni_for_pod_sg: bool = Field(
+        default=False,
+        description="SHARED_ENI_FOR_POD_SG: pods with security groups share, per node and group set, an "
+        "ENI attached to the instance with exactly those groups (opt-in per SecurityGroupPolicy with the "
+        "annotation netalloc.dev/eni-sharing: node). Pods on one shared ENI are not filtered from each "
+        "other by the groups",
+    )
     branch_demand_quiet_s: float = Field(
         default=300.0,
         ge=0,
@@ -79,6 +86,7 @@ ENV_NAMES: Mapping[str, str] = {
     "PREFIX_FALLBACK_TO_SECONDARY_IP": "prefix_fallback_to_secondary_ip",
     "SUBNET_FRAGMENTATION_THRESHOLD": "subnet_fragmentation_threshold",
     "BRANCH_DEMAND_QUIET_S": "branch_demand_quiet_s",
+    "SHARED_ENI_FOR_POD_SG": "shared_eni_for_pod_sg",
 }
 
 

@@ -22,7 +22,7 @@ from controller.core.pod_selection import LabelSelector
 
 PNA_PATH = "/apis/netalloc.dev/v1alpha1/namespaces/{namespace}/podnetworkallocations"
 NODE_LABEL = "netalloc.dev/node"  # set by the controller on every PNA (controller/k8s/pna_mapping.py)
-Mode = Literal["BranchENI", "PrefixIP", "SecondaryIP"]
+Mode = Literal["BranchENI", "PrefixIP", "SecondaryIP", "SharedENI"]  # SharedENI is wired as SecondaryIP is
 
 
 class PnaSpec(BaseModel):

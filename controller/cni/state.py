@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-Kind = Literal["delegated", "BranchENI", "PrefixIP", "SecondaryIP"]
+Kind = Literal["delegated", "BranchENI", "PrefixIP", "SecondaryIP", "SharedENI"]
 
 
 class Record(BaseModel):

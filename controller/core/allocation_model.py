@@ -11,6 +11,9 @@ class AllocationMode(StrEnum):
     BRANCH_ENI = "BranchENI"  # security groups per pod: a branch ENI on the node's trunk, with its VLAN
     PREFIX_IP = "PrefixIP"  # one address out of a /28 prefix delegated to a node ENI
     SECONDARY_IP = "SecondaryIP"  # one secondary private IP of a node ENI
+    # security groups shared per node: an address on an ENI attached to the instance with exactly the
+    # pod's group set, shared by the node's pods of that set (no trunk, no branch ENI per pod)
+    SHARED_ENI = "SharedENI"
 
 
 class AllocationRequest(BaseModel):

@@ -49,6 +49,13 @@ class PoolEni:
     mac_address: str = ""
     ips: list[str] = field(default_factory=list)  # secondary IPs (secondary-IP mode)
     prefixes: list[str] = field(default_factory=list)  # /28s (prefix mode)
+    # A shared ENI (SharedENI mode): made with exactly these groups, its addresses only for the pods
+    # of this node whose group set they are. Empty: an ordinary pool ENI with the node's groups.
+    security_group_ids: tuple[str, ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.security_group_ids)
 
     @property
     def slots_used(self) -> int:
@@ -124,6 +131,15 @@ class NodePool:
         self.key_ips: dict[str, IpHolding] = {}  # allocation key -> holding
         self.cooling_ips: dict[str, float] = {}  # ip -> reusable at
         self._free_ips: dict[str, None] = {}  # insertion-ordered set of assignable IPs
+        # Free addresses of shared ENIs, per ENI: never handed to a pod of another group set.
+        self._shared_free: dict[str, dict[str, None]] = {}
+        self.shared_idle_since: dict[str, float] = {}  # shared ENI -> when it last had no holder
+        # Pods waiting for an address of a group set on this node right now: the planner makes or
+        # grows that set's shared ENI for them.
+        self.shared_wanted: dict[tuple[str, ...], int] = {}
+        # Sets whose first pod took a warm branch because their shared ENI was not made yet: the
+        # planner makes it for the pods that follow.
+        self.shared_expected: set[tuple[str, ...]] = set()
         self._ip_owner: dict[str, tuple[str, str | None]] = {}  # ip -> (eni id, prefix)
         self.excess_since: float | None = None
         self.branch_excess_since: float | None = None
@@ -148,6 +164,36 @@ class NodePool:
         )
         return cap - (1 if self.trunk_eni_id is not None else 0)
 
+    def pod_ip_enis(self) -> list[PoolEni]:
+        """The ENIs whose addresses any pod may get (the primary and the ordinary pool ENIs)."""
+        return [eni for eni in self.enis.values() if not eni.shared]
+
+    def shared_enis(self, security_group_ids: tuple[str, ...] | None = None) -> list[PoolEni]:
+        """Shared ENIs, all or those of one group set, by device index."""
+        wanted = None if security_group_ids is None else tuple(sorted(security_group_ids))
+        found = [
+            e for e in self.enis.values() if e.shared and (wanted is None or e.security_group_ids == wanted)
+        ]
+        return sorted(found, key=lambda e: e.device_index)
+
+    def shared_free_count(self, security_group_ids: tuple[str, ...]) -> int:
+        return sum(len(self._shared_free.get(e.eni_id, ())) for e in self.shared_enis(security_group_ids))
+
+    def shared_addresses_in_use(self) -> int:
+        """Held or cooling addresses of shared ENIs: not part of the common pool's in-use count."""
+        shared = {e.eni_id for e in self.enis.values() if e.shared}
+        if not shared:
+            return 0
+        owner = self._ip_owner
+        held = sum(1 for ip in self.ip_holders if ip in owner and owner[ip][0] in shared)
+        return held + sum(1 for ip in self.cooling_ips if ip in owner and owner[ip][0] in shared)
+
+    def shared_in_use(self, eni_id: str) -> bool:
+        """Does any pod hold, or has one just given back (cooling), an address of this ENI?"""
+        return any(
+            ip in self.ip_holders or ip in self.cooling_ips for ip in self._eni_addresses(self.enis[eni_id])
+        )
+
     def used_device_indexes(self) -> set[int]:
         used = {eni.device_index for eni in self.enis.values()}
         if self.trunk_device_index is not None:
@@ -158,12 +204,18 @@ class NodePool:
         return len(self._ip_owner)
 
     def free_ip_count(self) -> int:
+        """Free addresses any pod may get (shared ENIs' are counted per set: `shared_free_count`)."""
         return len(self._free_ips)
 
     def add_eni(self, eni: PoolEni) -> None:
         if eni.eni_id in self.enis:
             raise PoolInvariantError(f"ENI {eni.eni_id} is already in the pool of {self.node_name}")
-        self.enis[eni.eni_id] = PoolEni(eni.eni_id, eni.device_index, eni.primary, eni.mac_address)
+        groups = tuple(sorted(eni.security_group_ids))
+        self.enis[eni.eni_id] = PoolEni(
+            eni.eni_id, eni.device_index, eni.primary, eni.mac_address, security_group_ids=groups
+        )
+        if groups:
+            self._shared_free[eni.eni_id] = {}
         self.add_ips(eni.eni_id, eni.ips)
         self.add_prefixes(eni.eni_id, eni.prefixes)
 
@@ -174,6 +226,8 @@ class NodePool:
         for ip in self._eni_addresses(eni):
             self._forget_ip(ip)
         del self.enis[eni_id]
+        self._shared_free.pop(eni_id, None)
+        self.shared_idle_since.pop(eni_id, None)
 
     def forget_eni(self, eni_id: str) -> list[str]:
         """EC2 no longer has this ENI (or branch): drop it and what it carried. Returns the keys that
@@ -195,6 +249,8 @@ class NodePool:
                 self.key_ips.pop(holder, None)
                 lost.append(holder)
             self._forget_ip(ip)
+        self._shared_free.pop(eni_id, None)
+        self.shared_idle_since.pop(eni_id, None)
         return lost
 
     def add_ips(self, eni_id: str, ips: list[str]) -> None:
@@ -216,7 +272,7 @@ class NodePool:
         eni = self.enis[eni_id]
         self.add_ips(eni_id, [ip for ip in ips if ip not in eni.ips])
         self.add_prefixes(eni_id, [p for p in prefixes if p not in eni.prefixes])
-        gone_ips = [ip for ip in eni.ips if ip not in ips and ip in self._free_ips]
+        gone_ips = [ip for ip in eni.ips if ip not in ips and self._is_free(ip)]
         if gone_ips:
             self.remove_ips(eni_id, gone_ips)
         gone_prefixes = [p for p in self.free_prefixes(eni) if p not in prefixes]
@@ -244,11 +300,25 @@ class NodePool:
         if ip in self._ip_owner:
             raise PoolInvariantError(f"address {ip} is already in the pool of {self.node_name}")
         self._ip_owner[ip] = (eni_id, prefix)
-        self._free_ips[ip] = None
+        self._free_set(eni_id)[ip] = None
+
+    def _free_set(self, eni_id: str) -> dict[str, None]:
+        """Where a free address of this ENI waits: the common set, or its shared ENI's own."""
+        shared = self._shared_free.get(eni_id)
+        return self._free_ips if shared is None else shared
+
+    def _is_free(self, ip: str) -> bool:
+        owner = self._ip_owner.get(ip)
+        return owner is not None and ip in self._free_set(owner[0])
+
+    def _take_free(self, ip: str) -> None:
+        owner = self._ip_owner.get(ip)
+        if owner is not None:
+            self._free_set(owner[0]).pop(ip, None)
 
     def _forget_ip(self, ip: str) -> None:
+        self._take_free(ip)
         self._ip_owner.pop(ip, None)
-        self._free_ips.pop(ip, None)
         self.cooling_ips.pop(ip, None)
 
     def _check_unheld(self, ip: str) -> None:
@@ -269,7 +339,7 @@ class NodePool:
             for ip, until in list(self.cooling_ips.items()):
                 if until <= now:
                     del self.cooling_ips[ip]
-                    self._free_ips[ip] = None
+                    self._free_set(self._ip_owner[ip][0])[ip] = None
                     returned += 1
         for branch in self.branches.values():
             if branch.state is BranchState.COOLING and branch.cooling_until <= now:
@@ -306,6 +376,25 @@ class NodePool:
         self.key_ips[key] = holding
         return self._ip_resources(holding)
 
+    def take_shared_ip(self, key: str, security_group_ids: tuple[str, ...]) -> AssignedResources | None:
+        """Give the key a free address of a shared ENI with exactly these groups, or None."""
+        if key in self.key_ips:
+            return self._ip_resources(self.key_ips[key])
+        for eni in self.shared_enis(security_group_ids):
+            free = self._shared_free[eni.eni_id]
+            if not free:
+                continue
+            ip = next(iter(free))
+            del free[ip]
+            if ip in self.ip_holders:
+                raise PoolInvariantError(f"address {ip} was free and held at once")
+            holding = IpHolding(ip, eni.eni_id, self._ip_owner[ip][1])
+            self.ip_holders[ip] = key
+            self.key_ips[key] = holding
+            self.shared_idle_since.pop(eni.eni_id, None)
+            return self._ip_resources(holding)
+        return None
+
     def restore_ip(self, key: str, ip: str) -> bool:
         """Re-establish a holding recorded in a PNA after a restart. False if the address is unknown."""
         if ip not in self._ip_owner:
@@ -314,7 +403,7 @@ class NodePool:
         if holder is not None and holder != key:
             raise PoolInvariantError(f"address {ip} is recorded for both {holder} and {key}")
         eni_id, prefix = self._ip_owner[ip]
-        self._free_ips.pop(ip, None)
+        self._take_free(ip)
         self.cooling_ips.pop(ip, None)
         self.ip_holders[ip] = key
         self.key_ips[key] = IpHolding(ip, eni_id, prefix)
@@ -332,13 +421,18 @@ class NodePool:
 
     def _ip_resources(self, held: IpHolding) -> AssignedResources:
         eni = self.enis[held.eni_id]
+        if eni.shared:
+            mode = AllocationMode.SHARED_ENI
+        else:
+            mode = AllocationMode.PREFIX_IP if held.prefix else AllocationMode.SECONDARY_IP
         return AssignedResources(
-            mode=AllocationMode.PREFIX_IP if held.prefix else AllocationMode.SECONDARY_IP,
+            mode=mode,
             ip=held.ip,
             eni_id=held.eni_id,
             subnet_cidr=self.subnet_cidr,
             mac_address=eni.mac_address,
             prefix=held.prefix,
+            security_group_ids=eni.security_group_ids,
         )
 
     # ----- branch ENIs ---------------------------------------------------------------------------
@@ -473,15 +567,15 @@ class NodePool:
     # ----- views -------------------------------------------------------------------------------
     def free_prefixes(self, eni: PoolEni) -> list[str]:
         """Prefixes of the ENI with no address held or cooling."""
-        return [
-            prefix for prefix in eni.prefixes if all(ip in self._free_ips for ip in prefix_addresses(prefix))
-        ]
+        free = self._free_set(eni.eni_id)
+        return [prefix for prefix in eni.prefixes if all(ip in free for ip in prefix_addresses(prefix))]
 
     def free_prefix_address_count(self) -> int:
         return sum(1 for ip in self._free_ips if self._ip_owner[ip][1] is not None)
 
     def free_secondary_ips(self, eni: PoolEni) -> list[str]:
-        return [ip for ip in eni.ips if ip in self._free_ips]
+        free = self._free_set(eni.eni_id)
+        return [ip for ip in eni.ips if ip in free]
 
     def status(self) -> NodePoolStatus:
         counts = self.branch_counts()
@@ -492,6 +586,7 @@ class NodePool:
                 "primary": eni.primary,
                 "ips": list(eni.ips),
                 "prefixes": list(eni.prefixes),
+                **({"securityGroupIds": list(eni.security_group_ids)} if eni.shared else {}),
             }
             for eni in sorted(self.enis.values(), key=lambda e: e.device_index)
         )
@@ -502,7 +597,7 @@ class NodePool:
             branch_warm=counts[BranchState.WARM],
             branch_in_use=counts[BranchState.ASSIGNED],
             branch_cooling=counts[BranchState.COOLING],
-            free_ips=len(self._free_ips),
+            free_ips=len(self._free_ips) + sum(len(free) for free in self._shared_free.values()),
             used_ips=len(self.ip_holders),
             cooling_ips=len(self.cooling_ips),
             total_ips=len(self._ip_owner),

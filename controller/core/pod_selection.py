@@ -88,6 +88,10 @@ class LabelSelector(BaseModel):
         return True
 
 
+ENI_SHARING_ANNOTATION = "netalloc.dev/eni-sharing"
+ENI_SHARING_NODE = "node"  # the only value: the pods of one group set share an ENI per node
+
+
 class SecurityGroupPolicy(BaseModel):
     """The parts of a `vpcresources.k8s.aws/v1beta1` SecurityGroupPolicy that decide a match."""
 
@@ -98,17 +102,20 @@ class SecurityGroupPolicy(BaseModel):
     pod_selector: LabelSelector | None
     service_account_selector: LabelSelector | None
     group_ids: tuple[str, ...]
+    eni_sharing: bool = False  # annotation netalloc.dev/eni-sharing: node
 
     @classmethod
     def from_k8s(cls, body: Mapping[str, Any]) -> SecurityGroupPolicy:
         spec = body.get("spec") or {}
         meta = body.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
         return cls(
             namespace=meta.get("namespace", ""),
             name=meta.get("name", ""),
             pod_selector=LabelSelector.from_k8s(spec.get("podSelector")),
             service_account_selector=LabelSelector.from_k8s(spec.get("serviceAccountSelector")),
             group_ids=tuple((spec.get("securityGroups") or {}).get("groupIds") or ()),
+            eni_sharing=annotations.get(ENI_SHARING_ANNOTATION) == ENI_SHARING_NODE,
         )
 
     def matches(self, pod_labels: Mapping[str, str], service_account_labels: Mapping[str, str]) -> bool:
@@ -152,9 +159,33 @@ def security_groups_for(
     return tuple(sorted(groups))
 
 
-def allocation_mode(security_groups: tuple[str, ...], prefix_delegation: bool) -> AllocationMode:
+def shares_eni(
+    pod: Mapping[str, Any],
+    policies: Iterable[SecurityGroupPolicy],
+    service_account_labels: Mapping[str, str] | None = None,
+    *,
+    everywhere: bool = False,
+) -> bool:
+    """Does the pod get its groups on a shared ENI? With SHARED_ENI_FOR_POD_SG, always; else only when
+    every policy that gives it groups opts in (one policy wanting an ENI of its own decides)."""
+    if everywhere:
+        return True
+    meta = pod.get("metadata") or {}
+    namespace = meta.get("namespace", "")
+    labels = meta.get("labels") or {}
+    matched = [
+        p
+        for p in policies
+        if p.namespace == namespace and p.group_ids and p.matches(labels, service_account_labels or {})
+    ]
+    return bool(matched) and all(p.eni_sharing for p in matched)
+
+
+def allocation_mode(
+    security_groups: tuple[str, ...], prefix_delegation: bool, *, shared: bool = False
+) -> AllocationMode:
     if security_groups:
-        return AllocationMode.BRANCH_ENI
+        return AllocationMode.SHARED_ENI if shared else AllocationMode.BRANCH_ENI
     return AllocationMode.PREFIX_IP if prefix_delegation else AllocationMode.SECONDARY_IP
 
 

@@ -40,6 +40,8 @@ class CreateTrunk(_Action):
 class AttachEni(_Action):
     kind: Literal["AttachEni"] = "AttachEni"
     device_index: int = Field(ge=1)
+    # Non-empty: a shared ENI, made with exactly these groups, for the node's pods of that set.
+    security_group_ids: tuple[str, ...] = ()
     ip_count: int = Field(default=0, ge=0)
     prefix_count: int = Field(default=0, ge=0)
 
@@ -108,6 +110,7 @@ class PoolPlan(BaseModel):
     branch_excess_since: float | None
     branch_high_water: int = 0
     branch_high_water_at: float = 0.0
+    shared_idle_since: dict[str, float] = Field(default_factory=dict)
     target_addresses: int
     max_pods: int
 
@@ -120,9 +123,10 @@ def describe_action(action: PoolAction) -> str:
     match action:
         case CreateTrunk(device_index=index):
             return f"create and attach trunk ENI at device index {index}"
-        case AttachEni(device_index=index, ip_count=ips, prefix_count=prefixes):
+        case AttachEni(device_index=index, ip_count=ips, prefix_count=prefixes, security_group_ids=groups):
             what = f"{prefixes} /28 prefix(es)" if prefixes else f"{ips} secondary IP(s)"
-            return f"create and attach ENI at device index {index} with {what}"
+            kind = f"shared ENI for groups {','.join(groups)}" if groups else "ENI"
+            return f"create and attach {kind} at device index {index} with {what}"
         case AssignIps(eni_id=eni, count=count):
             return f"assign {count} secondary IP(s) to {eni}"
         case AssignPrefixes(eni_id=eni, count=count):
@@ -199,19 +203,25 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
                 trunk_planned = True
     ip_eni_limit = pool.ip_eni_limit - (1 if trunk_planned else 0)
 
+    # --- shared ENIs (SharedENI): one per group set that pods on this node wait for ------------
+    shared_planned, shared_idle_since = _plan_shared(pool, now, actions, notes, used_indexes, ip_eni_limit)
+    ip_eni_limit -= shared_planned
+
     # --- pod addresses ------------------------------------------------------------------------
-    in_use_ips = len(pool.ip_holders) + len(pool.cooling_ips)
+    ip_enis = pool.pod_ip_enis()
+    shared_eni_ids = {eni.eni_id for eni in pool.shared_enis()}
+    in_use_ips = len(pool.ip_holders) + len(pool.cooling_ips) - pool.shared_addresses_in_use()
     if prefix_mode:
-        free_units = {eni.eni_id: pool.free_prefixes(eni) for eni in pool.enis.values()}
-        total_units = sum(len(eni.prefixes) for eni in pool.enis.values())
+        free_units = {eni.eni_id: pool.free_prefixes(eni) for eni in ip_enis}
+        total_units = sum(len(eni.prefixes) for eni in ip_enis)
         used_units = total_units - sum(len(units) for units in free_units.values())
         free_in_used_units = pool.free_ip_count() - IPS_PER_PREFIX * sum(len(u) for u in free_units.values())
     else:
-        free_units = {eni.eni_id: pool.free_secondary_ips(eni) for eni in pool.enis.values()}
-        total_units = sum(len(eni.ips) for eni in pool.enis.values())
+        free_units = {eni.eni_id: pool.free_secondary_ips(eni) for eni in ip_enis}
+        total_units = sum(len(eni.ips) for eni in ip_enis)
         used_units = in_use_ips
         free_in_used_units = 0
-    capacity_units = max(0, ip_eni_limit) * slots
+    capacity_units = max(0, ip_eni_limit - len(shared_eni_ids)) * slots
     wanted = _target_units(pool, in_use_ips, used_units, free_in_used_units)
     if demand > 0:
         missing_ips = max(0, demand - pool.free_ip_count())
@@ -233,7 +243,7 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
         excess_since = None
     elif shortfall > 0:
         excess_since = None
-        for eni in sorted(pool.enis.values(), key=lambda e: e.device_index):
+        for eni in sorted(ip_enis, key=lambda e: e.device_index):
             room = slots - eni.slots_used
             take = min(room, shortfall)
             if take <= 0:
@@ -276,7 +286,7 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
 
     # --- prefix fallback: give secondary IPs back once prefix addresses are free again --------------
     if prefix_mode and pool.free_prefix_address_count() > 0:
-        for eni in sorted(pool.enis.values(), key=lambda e: e.device_index):
+        for eni in sorted(ip_enis, key=lambda e: e.device_index):
             free = tuple(pool.free_secondary_ips(eni))
             if free:
                 actions.append(ReleaseIps(eni_id=eni.eni_id, ips=free))
@@ -324,9 +334,78 @@ def plan_pool(pool: NodePool, now: float, *, demand: int = 0) -> PoolPlan:
         branch_excess_since=branch_excess_since,
         branch_high_water=high_water,
         branch_high_water_at=high_water_at,
+        shared_idle_since=shared_idle_since,
         target_addresses=target * (IPS_PER_PREFIX if prefix_mode else 1),
         max_pods=limits.max_pods(prefix_delegation=prefix_mode),
     )
+
+
+def _plan_shared(
+    pool: NodePool,
+    now: float,
+    actions: list[PoolAction],
+    notes: list[str],
+    used_indexes: set[int],
+    ip_eni_limit: int,
+) -> tuple[int, dict[str, float]]:
+    """Grow or make the shared ENI of every group set that pods wait for; delete one that no pod has
+    held for `excess_release_delay_s`. Returns the ENIs planned (they take attachments) and the idle
+    timers. A shared ENI is never modified: a set whose groups change is another set."""
+    settings = pool.settings
+    slots = pool.limits.slots_per_eni
+    prefix_mode = pool.mode is PoolMode.PREFIX_DELEGATION
+    planned = 0
+    attached = len(pool.enis)
+    wanted_sets = dict(pool.shared_wanted)
+    for groups in pool.shared_expected:
+        if not pool.shared_enis(groups):
+            wanted_sets[groups] = max(1, wanted_sets.get(groups, 0))
+    for groups, wanted in sorted(wanted_sets.items()):
+        need = wanted - pool.shared_free_count(groups)
+        if need <= 0:
+            continue
+        for eni in pool.shared_enis(groups):
+            room = slots - eni.slots_used
+            if room <= 0:
+                continue
+            count = min(room, math.ceil(need / IPS_PER_PREFIX)) if prefix_mode else room
+            actions.append(
+                AssignPrefixes(eni_id=eni.eni_id, count=count)
+                if prefix_mode
+                else AssignIps(eni_id=eni.eni_id, count=count)
+            )
+            need -= count * (IPS_PER_PREFIX if prefix_mode else 1)
+            if need <= 0:
+                break
+        if need <= 0:
+            continue
+        index = _lowest_free_index(used_indexes, pool.limits.max_enis)
+        if index is None or attached + planned >= ip_eni_limit:
+            notes.append(f"no ENI attachment left for group set {','.join(groups)}: its pods get branch ENIs")
+            continue
+        used_indexes.add(index)
+        planned += 1
+        # Made full in one call: the set's later pods need no EC2 call at all.
+        actions.append(
+            AttachEni(
+                device_index=index,
+                prefix_count=max(1, math.ceil(need / IPS_PER_PREFIX)),
+                security_group_ids=groups,
+            )
+            if prefix_mode
+            else AttachEni(device_index=index, ip_count=slots, security_group_ids=groups)
+        )
+    idle: dict[str, float] = {}
+    for eni in pool.shared_enis():
+        if pool.shared_in_use(eni.eni_id) or wanted_sets.get(eni.security_group_ids, 0) > 0:
+            continue
+        since = pool.shared_idle_since.get(eni.eni_id, now)
+        if now - since >= settings.excess_release_delay_s:
+            actions.append(DeleteEni(eni_id=eni.eni_id))
+            notes.append(f"shared ENI {eni.eni_id} ({','.join(eni.security_group_ids)}) unused: deleted")
+        else:
+            idle[eni.eni_id] = since
+    return planned, idle
 
 
 def _release_excess(
@@ -334,7 +413,7 @@ def _release_excess(
 ) -> list[PoolAction]:
     """Release free units, last-attached ENIs first; an ENI left with nothing is deleted."""
     actions: list[PoolAction] = []
-    for eni in sorted(pool.enis.values(), key=lambda e: -e.device_index):
+    for eni in sorted(pool.pod_ip_enis(), key=lambda e: -e.device_index):
         if excess <= 0:
             break
         free = free_units.get(eni.eni_id, [])
@@ -381,6 +460,7 @@ def next_action_due(pool: NodePool, now: float) -> float | None:
     if plan.actions:
         return now
     due: list[float] = list(pool.cooling_ips.values())
+    due.extend(since + pool.settings.excess_release_delay_s for since in plan.shared_idle_since.values())
     if pool.prefix_refused_until > now:
         due.append(pool.prefix_refused_until)
     due.extend(b.cooling_until for b in pool.branches.values() if b.state is BranchState.COOLING)

@@ -7,7 +7,8 @@ TAG_CLUSTER = TAG_PREFIX + "cluster"
 TAG_INSTANCE = TAG_PREFIX + "instance"
 TAG_OWNER = TAG_PREFIX + "owner"  # the node (pool) that owns the ENI
 TAG_ALLOCATION = TAG_PREFIX + "allocation"  # "pool" for warm capacity, else namespace/name of the PNA
-TAG_ROLE = TAG_PREFIX + "role"  # trunk | branch | pod-ips
+TAG_ROLE = TAG_PREFIX + "role"  # trunk | branch | pod-ips | shared-pod-ips
+ROLE_SHARED = "shared-pod-ips"  # a shared ENI (SharedENI): recovery adopts it with the groups EC2 gives
 # The UID of the cluster's kube-system namespace: two clusters given the same name still differ here,
 # and the leak sweep deletes only ENIs carrying this cluster's id.
 TAG_CLUSTER_ID = TAG_PREFIX + "cluster-id"

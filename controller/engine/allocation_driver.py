@@ -112,6 +112,13 @@ async def allocation_step(
             reason="PrefixFallback",
             note="no free aligned /28 in the subnet: a secondary IP, until prefix blocks are free again",
         )
+    if request.mode is AllocationMode.SHARED_ENI and resources.mode is AllocationMode.BRANCH_ENI:
+        succeeded = Succeeded(
+            resources=resources,
+            reason="SharedEniFallback",
+            note="no shared ENI address for this group set on the node (no ENI attachment left, or a "
+            "warm branch was ready first): a branch ENI of its own",
+        )
     done = transition(status, succeeded, now=network.clock.now(), policy=policy, rng=rng)
     return StepResult(status=done, retry_in=None, attempted=True)
 

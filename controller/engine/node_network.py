@@ -53,6 +53,7 @@ from controller.ports.ec2 import Ec2Port, InstanceInfo, InterfaceType, NetworkIn
 from controller.settings import PoolSettings
 
 T = TypeVar("T")
+SHARED_ROLE = tagging.ROLE_SHARED
 logger = logging.getLogger("netalloc.engine")
 
 
@@ -279,6 +280,8 @@ class NodeNetwork:
                 self._attachments[eni.eni_id] = eni.attachment.attachment_id
             elif role == "pod-ips" and eni.attachment is not None and eni.eni_id not in pool.enis:
                 self._adopt_pod_eni(eni, primary=False)
+            elif role == SHARED_ROLE and eni.attachment is not None and eni.eni_id not in pool.enis:
+                self._adopt_pod_eni(eni, primary=False, shared=True)  # its groups are EC2's word
             elif role == "branch":
                 branches.append(eni)
             elif eni.attachment is None:
@@ -307,7 +310,7 @@ class NodeNetwork:
                     )
                 )
 
-    def _adopt_pod_eni(self, eni: NetworkInterface, *, primary: bool) -> None:
+    def _adopt_pod_eni(self, eni: NetworkInterface, *, primary: bool, shared: bool = False) -> None:
         index = 0 if primary else (eni.attachment.device_index if eni.attachment else 0)
         self.pool.add_eni(
             PoolEni(
@@ -317,6 +320,7 @@ class NodeNetwork:
                 mac_address=eni.mac_address,
                 ips=list(eni.secondary_ips),
                 prefixes=list(eni.prefixes),
+                security_group_ids=tuple(sorted(eni.security_group_ids)) if shared else (),
             )
         )
         if eni.attachment is not None:
@@ -327,6 +331,11 @@ class NodeNetwork:
         being drained: what it held is being given back)."""
         if self.draining:
             return False
+        if resources.mode is AllocationMode.SHARED_ENI:
+            eni = self.pool.enis.get(resources.eni_id)
+            if eni is None or eni.security_group_ids != tuple(sorted(resources.security_group_ids)):
+                return False
+            return self.pool.restore_ip(key, resources.ip)
         if resources.mode is AllocationMode.BRANCH_ENI:
             branch = self.pool.branches.get(resources.eni_id)
             if branch is None:
@@ -356,6 +365,7 @@ class NodeNetwork:
             self.pool.branch_excess_since = plan.branch_excess_since
             self.pool.branch_high_water = plan.branch_high_water
             self.pool.branch_high_water_at = plan.branch_high_water_at
+            self.pool.shared_idle_since = dict(plan.shared_idle_since)
             report = await self.execute(plan)
             self.last_report = report
         if report.completed and self.on_pool_work_done is not None and self._shape() != shape:
@@ -423,8 +433,10 @@ class NodeNetwork:
         match action:
             case CreateTrunk(device_index=index):
                 await self._create_trunk(index)
-            case AttachEni(device_index=index, ip_count=ips, prefix_count=prefixes):
-                await self._attach_pod_eni(index, ips, prefixes)
+            case AttachEni(
+                device_index=index, ip_count=ips, prefix_count=prefixes, security_group_ids=groups
+            ):
+                await self._attach_pod_eni(index, ips, prefixes, groups)
             case AssignIps(eni_id=eni_id, count=count):
                 new_ips = await self._address_call(
                     eni_id, lambda: self.ec2.assign_private_ips(eni_id, count=count)
@@ -465,13 +477,15 @@ class NodeNetwork:
         interface_type: InterfaceType = InterfaceType.INTERFACE,
         ip_count: int = 0,
         prefix_count: int = 0,
+        security_group_ids: tuple[str, ...] = (),
     ) -> NetworkInterface:
         """CreateNetworkInterface then AttachNetworkInterface; an ENI that cannot be attached is deleted."""
         token = self._token(f"{role}-{device_index}")
+        groups = list(security_group_ids or self.default_security_group_ids)
         eni = await self._with_throttle_retries(
             lambda: self.ec2.create_network_interface(
                 subnet_id=self.pool.subnet_id,
-                security_group_ids=list(self.default_security_group_ids),
+                security_group_ids=groups,
                 interface_type=interface_type,
                 tags=self._tags(role),
                 client_token=token,
@@ -538,9 +552,15 @@ class NodeNetwork:
         self.pool.trunk_eni_id = eni.eni_id
         self.pool.trunk_device_index = device_index
 
-    async def _attach_pod_eni(self, device_index: int, ip_count: int, prefix_count: int) -> None:
+    async def _attach_pod_eni(
+        self, device_index: int, ip_count: int, prefix_count: int, groups: tuple[str, ...] = ()
+    ) -> None:
         eni = await self._create_and_attach(
-            role="pod-ips", device_index=device_index, ip_count=ip_count, prefix_count=prefix_count
+            role=SHARED_ROLE if groups else "pod-ips",
+            device_index=device_index,
+            ip_count=ip_count,
+            prefix_count=prefix_count,
+            security_group_ids=groups,
         )
         self.pool.add_eni(
             PoolEni(
@@ -550,6 +570,7 @@ class NodeNetwork:
                 mac_address=eni.mac_address,
                 ips=list(eni.secondary_ips),
                 prefixes=list(eni.prefixes),
+                security_group_ids=tuple(sorted(groups)),
             )
         )
 
@@ -673,6 +694,8 @@ class NodeNetwork:
         try:
             if request.mode is AllocationMode.BRANCH_ENI:
                 resources = await self._allocate_branch(request)
+            elif request.mode is AllocationMode.SHARED_ENI:
+                resources = await self._allocate_shared(request)
             else:
                 resources = await self._allocate_address(request)
         except Ec2Error as error:
@@ -763,6 +786,69 @@ class NodeNetwork:
                         raise
                     return pool.take_ip(request.key)
         return None
+
+    async def _allocate_shared(self, request: AllocationRequest) -> AssignedResources:
+        """An address on the node's shared ENI for the pod's group set, made or grown by the planner
+        for the pods that wait. Falls back to a branch ENI, for this pod only, when the instance has no
+        ENI attachment left for the set, or when the set has no shared ENI yet and a warm branch with
+        its groups is ready now."""
+        pool = self.pool
+        groups = request.sorted_groups
+        if not groups:
+            raise Ec2Error(
+                "NoSecurityGroups",
+                "SharedENI needs the pod's security groups; none of its SecurityGroupPolicies gave any",
+                action="Allocate",
+            )
+        pool.expire_cooldowns(self.clock.now())
+        resources = pool.take_shared_ip(request.key, groups)
+        if resources is not None:
+            return resources
+        if pool.shared_enis(groups):
+            pool.shared_expected.discard(groups)
+        else:
+            branch = pool.choose_warm_branch(groups, request.key) if pool.trunk_eni_id else None
+            if branch is not None and branch.security_group_ids == groups:
+                # A warm branch with the set's groups is ready now, the shared ENI is not: this pod
+                # takes the branch, and the set's ENI is made meanwhile for the pods that follow.
+                pool.shared_expected.add(groups)
+                resources = await self._allocate_branch(request)
+                self._refill_in_background()
+                return resources
+        self._want_shared(groups, 1)
+        try:
+            report = await self._refill_now(demand=0)
+        finally:
+            self._want_shared(groups, -1)
+        self._refuse_if_stale()
+        resources = pool.take_shared_ip(request.key, groups)
+        if resources is not None:
+            return resources
+        problem = report.first_error
+        if problem is not None and problem.error_class is not ErrorClass.CAPACITY:
+            raise Ec2Error(problem.code, problem.message, action="Allocate")
+        if pool.settings.enable_pod_eni and pool.limits.trunking:
+            logger.info(
+                "%s: no shared ENI address for groups %s on %s; a branch ENI instead",
+                request.key,
+                ",".join(groups),
+                self.node_name,
+            )
+            return await self._allocate_branch(request)
+        if problem is not None:
+            raise Ec2Error(problem.code, problem.message, action="Allocate")
+        raise capacity_error(
+            "SharedEniUnavailable",
+            f"node {self.node_name} has no ENI attachment left for groups {','.join(groups)} and no "
+            "trunk for a branch ENI; enable ENABLE_POD_ENI for the fallback or use fewer group sets",
+        )
+
+    def _want_shared(self, groups: tuple[str, ...], delta: int) -> None:
+        wanted = self.pool.shared_wanted.get(groups, 0) + delta
+        if wanted > 0:
+            self.pool.shared_wanted[groups] = wanted
+        else:
+            self.pool.shared_wanted.pop(groups, None)
 
     async def _allocate_branch(self, request: AllocationRequest) -> AssignedResources:
         pool = self.pool
@@ -912,6 +998,8 @@ class NodeNetwork:
                 pool.choose_warm_branch(request.sorted_groups, request.key) is not None
                 or (pool.free_vlan(self._reserved_vlans) is not None and pool.limits.trunking)
             )
+        if request.mode is AllocationMode.SHARED_ENI:
+            return pool.shared_free_count(request.sorted_groups) > 0
         return pool.free_ip_count() > 0
 
     async def release(self, key: str) -> bool:

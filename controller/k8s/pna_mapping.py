@@ -120,6 +120,8 @@ def held_mode(raw: Mapping[str, Any]) -> AllocationMode:
     """What kind of address a status records, from the status alone (a spec can be edited by hand)."""
     if raw.get("vlanId"):
         return AllocationMode.BRANCH_ENI
+    if raw.get("securityGroupIds"):  # groups without a VLAN: an address on a shared ENI
+        return AllocationMode.SHARED_ENI
     return AllocationMode.PREFIX_IP if raw.get("prefix") else AllocationMode.SECONDARY_IP
 
 

@@ -113,12 +113,14 @@ async def rebuild_sim_vpc(
         for eni in enis:
             try:
                 if not eni.get("primary"):
+                    shared_groups = list(eni.get("securityGroupIds") or ())
                     vpc.restore_eni(
                         eni_id=eni["eniId"],
                         subnet_id=subnet_id,
                         interface_type=InterfaceType.INTERFACE,
-                        tags=_tags(instance_id, node, "pod-ips"),
+                        tags=_tags(instance_id, node, tagging.ROLE_SHARED if shared_groups else "pod-ips"),
                         attach_to=(instance_id, int(eni["deviceIndex"])),
+                        security_group_ids=shared_groups,
                     )
                     counts["enis"] += 1
                 deferred.append(

@@ -10,6 +10,7 @@ from controller.core.pod_selection import (
     allocation_mode,
     is_managed_pod,
     security_groups_for,
+    shares_eni,
 )
 
 MANAGED = LabelSelector.parse("netalloc.dev/managed=true")
@@ -100,3 +101,37 @@ def test_selector_parsing_and_operators() -> None:
     assert not selector.matches({"env": "prod"})
     with pytest.raises(LabelSelectorError, match="empty key"):
         LabelSelector.parse("=x")
+
+
+def _sharing(name: str, groups: list[str]) -> SecurityGroupPolicy:
+    body = {
+        "metadata": {"name": name, "namespace": "shop", "annotations": {"netalloc.dev/eni-sharing": "node"}},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "securityGroups": {"groupIds": groups}},
+    }
+    return SecurityGroupPolicy.from_k8s(body)
+
+
+def test_eni_sharing_is_opted_into_per_policy_or_everywhere() -> None:
+    web = {"matchLabels": {"app": "web"}}
+    opted = _sharing("web-shared", ["sg-00000001"])
+    plain = policy("web-own", ["sg-00000002"], pod_selector=web)
+    assert opted.eni_sharing and not plain.eni_sharing
+    assert shares_eni(pod(), [opted])
+    assert not shares_eni(pod(), [plain])
+    assert not shares_eni(pod(), [opted, plain])  # one policy that wants an ENI per pod decides
+    assert shares_eni(pod(), [plain], everywhere=True)  # SHARED_ENI_FOR_POD_SG=true
+    assert not shares_eni(pod(), [])  # no policy, no groups: nothing to share
+    other = SecurityGroupPolicy.from_k8s(
+        {
+            "metadata": {
+                "name": "x",
+                "namespace": "shop",
+                "annotations": {"netalloc.dev/eni-sharing": "pod"},
+            },
+            "spec": {"podSelector": web, "securityGroups": {"groupIds": ["sg-00000003"]}},
+        }
+    )
+    assert not other.eni_sharing  # only "node" opts in
+    assert allocation_mode(("sg-00000001",), False, shared=True) is AllocationMode.SHARED_ENI
+    assert allocation_mode(("sg-00000001",), True, shared=False) is AllocationMode.BRANCH_ENI
+    assert allocation_mode((), False, shared=True) is AllocationMode.SECONDARY_IP

@@ -69,3 +69,18 @@ def test_a_new_pna_carries_the_release_finalizer_and_its_pod_as_owner() -> None:
     assert body["metadata"]["finalizers"] == [RELEASE_FINALIZER]
     assert body["metadata"]["ownerReferences"][0]["uid"] == "u"
     assert body["spec"]["securityGroupIds"] == []
+
+
+def test_a_shared_eni_status_round_trips_with_its_mode_and_groups() -> None:
+    held = HELD.model_copy(
+        update={
+            "mode": AllocationMode.SHARED_ENI,
+            "vlan_id": None,
+            "security_group_ids": ("sg-0123456789abcdef0",),
+        }
+    )
+    policy, rng = RetryPolicy(), random.Random(1)
+    status = transition(AllocationStatus.new(100.0), Begin(), now=101.0, policy=policy, rng=rng)
+    status = transition(status, Succeeded(resources=held), now=102.0, policy=policy, rng=rng)
+    read = read_status(pna(status_to_k8s(status)))
+    assert read.resources == held

@@ -106,3 +106,29 @@ def test_a_pna_of_another_pod_with_the_same_name_is_not_kept() -> None:
     )
     spec = desired(pod(uid="new"), old)
     assert spec is not None and spec.pod_uid == "new"
+
+
+def test_a_policy_annotated_for_eni_sharing_or_the_global_setting_gives_shared_eni() -> None:
+    sharing = PolicyView.from_k8s(
+        {
+            "metadata": {
+                "name": "sgp",
+                "namespace": "ns",
+                "uid": "x",
+                "annotations": {"netalloc.dev/eni-sharing": "node"},
+            },
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "securityGroups": {"groupIds": ["sg-0a"]},
+            },
+        }
+    )
+    spec = desired(pod(), policies=[sharing])
+    assert (
+        spec is not None and spec.mode is AllocationMode.SHARED_ENI and spec.security_group_ids == ("sg-0a",)
+    )
+    everywhere = desired(pod(), policies=[policy(["sg-0a"])], shared_eni=True)
+    assert everywhere is not None and everywhere.mode is AllocationMode.SHARED_ENI
+    assert desired(pod(), policies=[policy(["sg-0a"])]).mode is AllocationMode.BRANCH_ENI  # type: ignore[union-attr]
+    plain = desired(pod(), shared_eni=True)  # no groups: an ordinary address
+    assert plain is not None and plain.mode is AllocationMode.SECONDARY_IP

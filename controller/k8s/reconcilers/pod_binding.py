@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from controller.core.allocation_model import AllocationMode
-from controller.core.pod_selection import LabelSelector, allocation_mode, security_groups_for
+from controller.core.pod_selection import LabelSelector, allocation_mode, security_groups_for, shares_eni
 from controller.k8s.kube_api import AlreadyExists
 from controller.k8s.objects import JsonObject, PnaSpec, PnaView, PodView, PolicyView
 from controller.k8s.pna_mapping import new_pna, read_status
@@ -34,6 +34,7 @@ def desired_spec(
     service_account_labels: Mapping[str, str],
     selector: LabelSelector,
     prefix_delegation: bool,
+    shared_eni: bool = False,
 ) -> PnaSpec | None:
     """The spec the pod's PNA should have, or None when the pod should have no PNA. Pure."""
     if pod is None or pod.terminal or not pod.node_name or pod.host_network:
@@ -41,7 +42,8 @@ def desired_spec(
     same_pod = existing is not None and existing.spec.pod_uid == pod.uid
     held = read_status(existing).resources if existing is not None and same_pod else None
     if held is not None:
-        groups = tuple(sorted(held.security_group_ids)) if held.mode is AllocationMode.BRANCH_ENI else ()
+        grouped = (AllocationMode.BRANCH_ENI, AllocationMode.SHARED_ENI)
+        groups = tuple(sorted(held.security_group_ids)) if held.mode in grouped else ()
         return PnaSpec(
             pod_name=pod.name,
             pod_uid=pod.uid,
@@ -54,12 +56,14 @@ def desired_spec(
     if namespace_labels is None or not selector.matches(namespace_labels):
         return None
     body = {"metadata": {"namespace": pod.namespace, "labels": pod.labels}}
-    groups = security_groups_for(body, (p.policy for p in policies), service_account_labels)
+    matched = [p.policy for p in policies]
+    groups = security_groups_for(body, matched, service_account_labels)
+    shared = bool(groups) and shares_eni(body, matched, service_account_labels, everywhere=shared_eni)
     return PnaSpec(
         pod_name=pod.name,
         pod_uid=pod.uid,
         node_name=pod.node_name,
-        mode=allocation_mode(groups, prefix_delegation),
+        mode=allocation_mode(groups, prefix_delegation, shared=shared),
         security_group_ids=groups,
     )
 
@@ -93,6 +97,7 @@ class PodBinding:
             ),
             selector=ctx.selector,
             prefix_delegation=ctx.config.pool.enable_prefix_delegation,
+            shared_eni=ctx.config.pool.shared_eni_for_pod_sg,
         )
 
     async def reconcile(self, key: tuple[str, str]) -> PnaView | None:

@@ -1,0 +1,173 @@
+"""SharedENI: the pods of one node whose group sets are identical share an ENI made with those groups."""
+
+from __future__ import annotations
+
+import random
+
+from controller.adapters.sim_vpc import LatencyConfig
+from controller.clock import ManualClock
+from controller.core.allocation_model import AllocationMode, AllocationRequest
+from controller.core.allocation_state import AllocationStatus
+from controller.core.retry_policy import RetryPolicy
+from controller.engine.allocation_driver import allocation_step
+from controller.engine.node_network import NodeNetwork
+from controller.settings import PoolSettings
+from controller.sim_fleet import NodeSpec, SimFleet
+
+
+def fleet() -> SimFleet:
+    return SimFleet(clock=ManualClock(1_000.0), latency=LatencyConfig.none())
+
+
+def shared(key: str, groups: tuple[str, ...], node: str = "n1") -> AllocationRequest:
+    return AllocationRequest(
+        key=key, node_name=node, mode=AllocationMode.SHARED_ENI, security_group_ids=groups
+    )
+
+
+def mutating(f: SimFleet) -> dict[str, int]:
+    return {a: n for a, n in f.vpc.calls_by_action().items() if not a.startswith(("Describe", "Get"))}
+
+
+def calls_since(f: SimFleet, before: dict[str, int]) -> dict[str, int]:
+    now = mutating(f)
+    return {a: n - before.get(a, 0) for a, n in now.items() if n - before.get(a, 0)}
+
+
+async def node(f: SimFleet, instance_type: str = "c5.4xlarge", **settings: object) -> NodeNetwork:
+    pool_settings = PoolSettings.model_validate({"warm_eni_target": 0, **settings})
+    (network,) = await f.register_all(
+        [NodeSpec(name="n1", instance_type=instance_type, settings=pool_settings)]
+    )
+    return network
+
+
+async def test_two_pods_with_the_same_groups_share_one_eni_made_with_exactly_those_groups() -> None:
+    f = fleet()
+    network = await node(f)
+    groups = (f.app_groups[0], f.app_groups[1])
+    before = mutating(f)
+    first = await network.allocate(shared("ns/a", groups))
+    second = await network.allocate(shared("ns/b", tuple(reversed(groups))))  # order does not matter
+    assert first.mode is second.mode is AllocationMode.SHARED_ENI
+    assert first.eni_id == second.eni_id and first.ip != second.ip
+    assert first.security_group_ids == tuple(sorted(groups))
+    eni = f.vpc.network_interface(first.eni_id)
+    assert eni is not None and eni.security_group_ids == tuple(sorted(groups))
+    assert eni.attachment is not None and eni.attachment.instance_id == network.instance.instance_id
+    assert {first.ip, second.ip} <= set(eni.secondary_ips)
+    # one create and one attach for the set; its later pods cost no EC2 call
+    assert calls_since(f, before) == {"CreateNetworkInterface": 1, "AttachNetworkInterface": 1}
+    for i in range(5):
+        await network.allocate(shared(f"ns/more-{i}", groups))
+    assert calls_since(f, before) == {"CreateNetworkInterface": 1, "AttachNetworkInterface": 1}
+
+
+async def test_a_different_group_set_gets_its_own_eni() -> None:
+    f = fleet()
+    network = await node(f)
+    one = await network.allocate(shared("ns/a", (f.app_groups[0],)))
+    other = await network.allocate(shared("ns/b", (f.app_groups[1],)))
+    assert one.eni_id != other.eni_id
+    eni = f.vpc.network_interface(other.eni_id)
+    assert eni is not None and eni.security_group_ids == (f.app_groups[1],)
+    # an ordinary pod never gets a shared ENI's address, nor a shared pod the common pool's
+    plain = await network.allocate(
+        AllocationRequest(key="ns/c", node_name="n1", mode=AllocationMode.SECONDARY_IP)
+    )
+    assert plain.eni_id not in (one.eni_id, other.eni_id)
+    assert plain.security_group_ids == ()
+
+
+async def test_when_the_instance_has_no_eni_slot_left_the_set_falls_back_to_branch_enis() -> None:
+    """m5.large: 3 ENIs, the primary, the trunk and one more. The first set takes the last slot; the
+    second set's pods get branch ENIs, each its own, with the set's groups."""
+    f = fleet()
+    network = await node(f, "m5.large", enable_pod_eni=True, warm_branch_eni_target=0)
+    first = await network.allocate(shared("ns/a", (f.app_groups[0],)))
+    assert first.mode is AllocationMode.SHARED_ENI
+    step = await allocation_step(
+        AllocationStatus.new(f.clock.now()),
+        shared("ns/b", (f.app_groups[1],)),
+        network,
+        policy=RetryPolicy(),
+        rng=random.Random(1),
+    )
+    held = step.status.resources
+    assert held is not None and held.mode is AllocationMode.BRANCH_ENI and held.vlan_id
+    assert held.security_group_ids == (f.app_groups[1],)
+    assert step.status.reason == "SharedEniFallback"
+    assert "no ENI attachment left" in " ".join(network.last_report.plan.notes if network.last_report else ())
+    again = await network.allocate(shared("ns/c", (f.app_groups[1],)))
+    assert again.mode is AllocationMode.BRANCH_ENI and again.eni_id != held.eni_id
+
+
+async def test_the_last_pod_of_a_set_gone_returns_the_eni_after_the_cool_down_and_the_excess_delay() -> None:
+    f = fleet()
+    network = await node(f, ip_cooldown_s=30, excess_release_delay_s=30)
+    clock = f.clock
+    assert isinstance(clock, ManualClock)
+    held = await network.allocate(shared("ns/a", (f.app_groups[0],)))
+    await network.allocate(shared("ns/b", (f.app_groups[0],)))
+    await network.release("ns/a")
+    clock.advance(100)
+    await network.reconcile()
+    assert f.vpc.network_interface(held.eni_id) is not None  # ns/b still holds an address on it
+    await network.release("ns/b")
+    for step in (10, 25, 25):  # cooling for 30 s: in use; then idle, kept for the 30 s excess delay
+        clock.advance(step)
+        await network.reconcile()
+        assert f.vpc.network_interface(held.eni_id) is not None
+    clock.advance(10)
+    await network.reconcile()
+    assert f.vpc.network_interface(held.eni_id) is None
+    assert held.eni_id not in network.pool.enis
+    # the slot is free again: the next pod of the set gets a new shared ENI
+    again = await network.allocate(shared("ns/c", (f.app_groups[0],)))
+    assert again.mode is AllocationMode.SHARED_ENI and again.eni_id != held.eni_id
+
+
+async def test_new_groups_move_new_pods_to_a_new_set_and_a_shared_eni_in_use_is_never_modified() -> None:
+    """A SecurityGroupPolicy changes its groups: pods created after it have another set, so they get
+    another shared ENI; the ENI of the running pods keeps its groups (modifying it would change the
+    groups of every pod on it)."""
+    f = fleet()
+    network = await node(f)
+    before = f.vpc.calls_by_action().get("ModifyNetworkInterfaceAttribute", 0)
+    old = await network.allocate(shared("ns/old", (f.app_groups[0],)))
+    new = await network.allocate(shared("ns/new", (f.app_groups[0], f.app_groups[2])))
+    assert new.eni_id != old.eni_id
+    eni = f.vpc.network_interface(old.eni_id)
+    assert eni is not None and eni.security_group_ids == (f.app_groups[0],)
+    assert f.vpc.calls_by_action().get("ModifyNetworkInterfaceAttribute", 0) == before
+
+
+async def test_after_a_restart_the_sharing_is_rebuilt_from_ec2_and_no_address_is_given_twice() -> None:
+    f = fleet()
+    settings = {"warm_eni_target": 0}
+    old = await node(f)
+    groups = (f.app_groups[0],)
+    held = {f"ns/p{i}": await old.allocate(shared(f"ns/p{i}", groups)) for i in range(6)}
+    await old.close()
+    new = NodeNetwork(
+        ec2=f.vpc,
+        clock=f.clock,
+        limits=old.pool.limits,
+        settings=PoolSettings.model_validate(settings),
+        node_name="n1",
+        instance=old.instance,
+        subnet_cidr=f.subnet.cidr_block,
+        cluster_name="sim",
+        rng=random.Random(9),
+    )
+    await new.recover_from_ec2()
+    for key, resources in held.items():
+        assert new.restore(key, resources)
+    shared_enis = new.pool.shared_enis(groups)
+    assert [e.eni_id for e in shared_enis] == [held["ns/p0"].eni_id]
+    new.registered = True
+    before = mutating(f)
+    fresh = [await new.allocate(shared(f"ns/q{i}", groups)) for i in range(6)]
+    assert {r.eni_id for r in fresh} == {held["ns/p0"].eni_id}  # the same shared ENI, no new one
+    assert not {r.ip for r in fresh} & {r.ip for r in held.values()}
+    assert calls_since(f, before) == {}
