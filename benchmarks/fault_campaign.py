@@ -51,6 +51,7 @@ def main() -> None:
             print(f"  seed {violation.seed} step {violation.step}: {violation.invariant}: {violation.detail}")
         print(f"slowest recovery: {result.slowest_recovery_s:.2f}s (seed {result.slowest_recovery_seed})")
         print(f"elapsed: {result.elapsed_s:.0f}s; steps: {result.steps_by_kind}")
+        print(f"allocated at the end of the schedules, by mode: {result.allocated_by_mode}")
     sys.stdout.flush()
     os._exit(1 if result.violations else 0)  # killed controllers' loops are abandoned, not shut down
 

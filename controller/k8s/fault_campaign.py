@@ -30,10 +30,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core import tags as tagging
+from controller.core.pod_selection import ENI_SHARING_ANNOTATION, ENI_SHARING_NODE
 from controller.k8s.api_emulator import ApiFault
 from controller.k8s.harness import MANAGED_NAMESPACE, SimCluster, fast_config, wait_until
 from controller.k8s.objects import JsonObject
 from controller.k8s.reconcilers.context import ControllerConfig
+from controller.k8s.sandbox import policy_manifest
 from controller.ports.ec2 import InterfaceType
 from controller.settings import PoolSettings
 
@@ -72,6 +74,7 @@ class ScheduleResult(BaseModel):
     violations: list[Violation]
     recovery_s: float
     elapsed_s: float
+    allocated_by_mode: dict[str, int] = Field(default_factory=dict)  # at the end, once recovered
 
 
 class CampaignResult(BaseModel):
@@ -82,6 +85,7 @@ class CampaignResult(BaseModel):
     slowest_recovery_seed: int | None
     elapsed_s: float
     steps_by_kind: dict[str, int]
+    allocated_by_mode: dict[str, int] = Field(default_factory=dict)  # so a reader sees every mode ran
 
 
 class CampaignSettings(BaseModel):
@@ -120,6 +124,8 @@ class Schedule:
         self.steps: list[str] = []
         self.violations: list[Violation] = []
         self.eni_instance: dict[str, str] = {}  # every ENI seen -> the instance it was made for
+        self.shared_groups: dict[str, tuple[str, ...]] = {}  # shared ENI -> its groups when first seen
+        self.allocated_by_mode: Counter[str] = Counter()
         self._pod_serial = 0
         self._node_serial = 0
 
@@ -135,6 +141,7 @@ class Schedule:
         with cluster:
             groups = cluster.fleet.app_groups
             cluster.add_security_group_policy("web-sg", "web", [groups[0]])
+            self._add_sharing_policy([groups[2]])
             for _ in range(2):
                 self._add_node()
             cluster.start_controller()
@@ -156,6 +163,7 @@ class Schedule:
             violations=self.violations,
             recovery_s=round(recovery, 3),
             elapsed_s=round(time.monotonic() - started, 3),
+            allocated_by_mode=dict(sorted(self.allocated_by_mode.items())),
         )
 
     def _pick(self) -> Callable[[], None]:
@@ -200,7 +208,8 @@ class Schedule:
             return
         for _ in range(count):
             self._pod_serial += 1
-            app = "web" if self.rng.random() < 0.35 else "api"
+            draw = self.rng.random()
+            app = "web" if draw < 0.25 else "shared" if draw < 0.45 else "api"
             self.cluster.add_pod(f"pod-{self._pod_serial}", self.rng.choice(nodes), app=app)
 
     def _delete_pods(self, count: int) -> None:
@@ -221,7 +230,7 @@ class Schedule:
         if names and nodes:
             name = self.rng.choice(names)
             self.cluster.delete_pod(name)
-            self.cluster.add_pod(name, self.rng.choice(nodes), app=self.rng.choice(("web", "api")))
+            self.cluster.add_pod(name, self.rng.choice(nodes), app=self.rng.choice(("web", "api", "shared")))
 
     def _crash_and_restart(self) -> None:
         time.sleep(self.rng.uniform(0.0, 0.2))  # land anywhere in the controller's work
@@ -393,9 +402,25 @@ class Schedule:
                 }
             )
 
+    def _add_sharing_policy(self, group_ids: list[str]) -> None:
+        """The pods of app=shared share an ENI per node and group set (SharedENI)."""
+        manifest = policy_manifest("shared-sg", "shared", group_ids)
+        manifest["metadata"]["annotations"] = {ENI_SHARING_ANNOTATION: ENI_SHARING_NODE}
+        self.cluster.emulator.create(manifest)
+
     def _change_policy(self) -> None:
         emulator = self.cluster.emulator
         groups = self.cluster.fleet.app_groups
+        if self.rng.random() < 0.3:  # the sharing policy's groups change: new pods form a new set
+            with contextlib.suppress(Exception):
+                emulator.patch(
+                    "vpcresources.k8s.aws/v1beta1",
+                    "SecurityGroupPolicy",
+                    "shared-sg",
+                    {"spec": {"securityGroups": {"groupIds": sorted(set(self.rng.sample(groups, 2)))}}},
+                    namespace=MANAGED_NAMESPACE,
+                )
+            return
         with contextlib.suppress(Exception):
             if emulator.get(
                 "vpcresources.k8s.aws/v1beta1", "SecurityGroupPolicy", "web-sg", MANAGED_NAMESPACE
@@ -443,6 +468,8 @@ class Schedule:
             by_ip.setdefault(status["ip"], []).append(name)
             if pna["spec"]["mode"] == "BranchENI":
                 by_branch.setdefault(status["eniId"], []).append(name)
+            if pna["spec"]["mode"] == "SharedENI" and status["eniId"] in enis:
+                self._check_shared(step, name, status, enis[status["eniId"]])
             if status.get("state") != "Allocated":
                 continue
             pod = pods.get(pna["spec"]["podName"])
@@ -467,6 +494,22 @@ class Schedule:
         for eni_id, holders in by_branch.items():
             if len(holders) > 1:
                 self._violate(step, "branch-held-twice", f"{eni_id}: {sorted(holders)}")
+
+    def _check_shared(self, step: int, name: str, status: dict[str, Any], eni: Any) -> None:
+        """A shared pod's address is on an ENI with exactly its groups, and a shared ENI's groups never
+        change while it lives (a modify would change them for every pod on it)."""
+        groups = tuple(sorted(status.get("securityGroupIds") or ()))
+        if tuple(sorted(eni.security_group_ids)) != groups:
+            self._violate(
+                step,
+                "shared-groups-wrong",
+                f"{name}: {eni.eni_id} has {eni.security_group_ids}, not {groups}",
+            )
+        first = self.shared_groups.setdefault(eni.eni_id, tuple(sorted(eni.security_group_ids)))
+        if first != tuple(sorted(eni.security_group_ids)):
+            self._violate(
+                step, "shared-eni-modified", f"{eni.eni_id}: {first} became {eni.security_group_ids}"
+            )
 
     def _converged(self) -> str:
         """ "" when every managed pod is Allocated on its node's instance and no PNA lacks its pod."""
@@ -516,6 +559,9 @@ class Schedule:
             self._violate(len(self.steps), "not-recovered", why)
         recovery = time.monotonic() - started
         self._check_safety(len(self.steps))
+        for pna in self.cluster.pnas():
+            if (pna.get("status") or {}).get("state") == "Allocated":
+                self.allocated_by_mode[pna["spec"]["mode"]] += 1
         return recovery
 
     def _teardown(self) -> None:
@@ -622,12 +668,14 @@ def run_campaign(
     started = time.monotonic()
     violations: list[Violation] = []
     steps: Counter[str] = Counter()
+    modes: Counter[str] = Counter()
     slowest, slowest_seed = 0.0, None
     for index in range(schedules):
         schedule_seed = seed * 100_003 + index
         result = Schedule(schedule_seed, settings).run()
         violations.extend(result.violations)
         steps.update(result.steps)
+        modes.update(result.allocated_by_mode)
         if result.recovery_s > slowest:
             slowest, slowest_seed = result.recovery_s, schedule_seed
         if on_result is not None:
@@ -640,6 +688,7 @@ def run_campaign(
         slowest_recovery_seed=slowest_seed,
         elapsed_s=round(time.monotonic() - started, 3),
         steps_by_kind=dict(sorted(steps.items())),
+        allocated_by_mode=dict(sorted(modes.items())),
     )
 
 
