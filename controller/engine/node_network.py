@@ -806,11 +806,12 @@ class NodeNetwork:
             return resources
         if pool.shared_enis(groups):
             pool.shared_expected.discard(groups)
-        else:
+        elif groups not in pool.shared_expected:
             branch = pool.choose_warm_branch(groups, request.key) if pool.trunk_eni_id else None
             if branch is not None and branch.security_group_ids == groups:
-                # A warm branch with the set's groups is ready now, the shared ENI is not: this pod
-                # takes the branch, and the set's ENI is made meanwhile for the pods that follow.
+                # The set's first pod: a warm branch with its groups is ready now, the shared ENI is
+                # not. This pod takes the branch; the set's ENI is made meanwhile, and the pods that
+                # follow wait for it rather than take (and make the pool replace) more branches.
                 pool.shared_expected.add(groups)
                 resources = await self._allocate_branch(request)
                 self._refill_in_background()
