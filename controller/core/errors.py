@@ -50,6 +50,7 @@ CAPACITY_CODES = frozenset(
         "NodeDraining",
         "TrunkNotReady",
         "NodePoolStale",  # EC2 lost an ENI or the instance the pool had: read again, then retried
+        "SharedEniUnavailable",  # no ENI slot for the group set and no trunk: another set's may free one
     }
 )
 # InvalidParameterValue is permanent except for this one message, which EC2 uses for prefix exhaustion.

@@ -171,3 +171,22 @@ async def test_after_a_restart_the_sharing_is_rebuilt_from_ec2_and_no_address_is
     assert {r.eni_id for r in fresh} == {held["ns/p0"].eni_id}  # the same shared ENI, no new one
     assert not {r.ip for r in fresh} & {r.ip for r in held.values()}
     assert calls_since(f, before) == {}
+
+
+async def test_without_a_slot_or_a_trunk_the_pod_waits_saying_which_setting_to_change() -> None:
+    """m5.large without ENABLE_POD_ENI: the primary and two more ENIs. Two sets take them; a third
+    set has no attachment and no branch to fall back to."""
+    f = fleet()
+    network = await node(f, "m5.large")
+    await network.allocate(shared("ns/a", (f.app_groups[0],)))
+    await network.allocate(shared("ns/b", (f.app_groups[1],)))
+    step = await allocation_step(
+        AllocationStatus.new(f.clock.now()),
+        shared("ns/c", (f.app_groups[2],)),
+        network,
+        policy=RetryPolicy(),
+        rng=random.Random(1),
+    )
+    assert step.status.state.value == "WaitingForCapacity"
+    assert step.status.reason == "SharedEniUnavailable"
+    assert "ENABLE_POD_ENI" in step.status.message
