@@ -418,6 +418,7 @@ async def test_kubectl_tables_carry_the_crd_printer_columns() -> None:
         "VLAN",
         "Attempts",
         "Reason",
+        "Groups",
     ]
     (row,) = table["rows"]
     cells = dict(zip(names, row["cells"], strict=True))
