@@ -422,6 +422,7 @@ EXPECTED_COLUMNS = {
         ("VLAN", ".status.vlanId", 1),
         ("Attempts", ".status.attempts", 1),
         ("Reason", ".status.reason", 1),
+        ("Groups", ".status.securityGroupIds", 1),  # -o wide: which pods share a SharedENI's groups
     ],
     "nnp": [
         ("Instance-Type", ".spec.instanceType", 0),
