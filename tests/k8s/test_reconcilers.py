@@ -411,3 +411,46 @@ async def test_a_pod_gone_from_the_cache_without_its_deleted_event_is_asked_for_
     kept = bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", "p", "shop")
     assert kept is not None and not kept["metadata"].get("deletionTimestamp")
     assert pna.allocation_key in bench.runtime.networks["n1"].held_keys()
+
+
+async def test_pods_under_a_policy_that_opts_into_sharing_get_one_shared_eni(bench: Bench) -> None:
+    """Through the runtime: the SecurityGroupPolicy's annotation makes the PNAs SharedENI, and the two
+    pods of the node share one ENI with exactly the policy's groups."""
+    await bench.node("n1")
+    group = bench.fleet.app_groups[0]
+    bench.emulator.create(
+        {
+            "apiVersion": "vpcresources.k8s.aws/v1beta1",
+            "kind": "SecurityGroupPolicy",
+            "metadata": {
+                "name": "shared",
+                "namespace": "shop",
+                "annotations": {"netalloc.dev/eni-sharing": "node"},
+            },
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "securityGroups": {"groupIds": [group]}},
+        }
+    )
+    for name in ("web-1", "web-2"):
+        bench.emulator.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "shop", "labels": {"app": "web"}},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+            }
+        )
+    await bench.sync()
+    for name in ("web-1", "web-2"):
+        await bench.runtime.reconcilers.reconcile(pna_item("shop", name))  # binding: the PNA
+        await bench.runtime.reconcilers.reconcile(pna_item("shop", name))  # one allocation step
+    records = [
+        bench.emulator.get("netalloc.dev/v1alpha1", "PodNetworkAllocation", n, "shop")
+        for n in ("web-1", "web-2")
+    ]
+    assert all(r is not None for r in records)
+    statuses = [r["status"] for r in records if r is not None]
+    assert [r["spec"]["mode"] for r in records if r is not None] == ["SharedENI", "SharedENI"]
+    assert all(s["state"] == "Allocated" and s["securityGroupIds"] == [group] for s in statuses)
+    assert statuses[0]["eniId"] == statuses[1]["eniId"] and statuses[0]["ip"] != statuses[1]["ip"]
+    eni = bench.fleet.vpc.network_interface(statuses[0]["eniId"])
+    assert eni is not None and eni.security_group_ids == (group,)
