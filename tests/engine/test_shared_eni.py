@@ -190,3 +190,15 @@ async def test_without_a_slot_or_a_trunk_the_pod_waits_saying_which_setting_to_c
     assert step.status.state.value == "WaitingForCapacity"
     assert step.status.reason == "SharedEniUnavailable"
     assert "ENABLE_POD_ENI" in step.status.message
+
+
+async def test_in_the_simulated_vpc_modifying_a_shared_eni_changes_the_groups_of_every_pod_on_it() -> None:
+    """Why netalloc never modifies a shared ENI: the groups belong to the ENI, so a modify meant for
+    one pod would change them for all the pods of the set (the simulated VPC models it as EC2 does)."""
+    f = fleet()
+    network = await node(f)
+    pods = [await network.allocate(shared(f"ns/p{i}", (f.app_groups[0],))) for i in range(3)]
+    await f.vpc.modify_security_groups(pods[0].eni_id, security_group_ids=[f.app_groups[1]])
+    for held in pods:
+        carrier = next(e for e in f.vpc.network_interfaces() if held.ip in e.secondary_ips)
+        assert carrier.security_group_ids == (f.app_groups[1],)
