@@ -101,6 +101,13 @@ class ScenarioParams(BaseModel):
     # controller-restart
     crash_at_s: float | None = None
     restart_delay_s: float = Field(default=30.0, ge=0)
+    # group sets (1: one policy "web-sgp" selecting app=web, as every other scenario has)
+    group_sets: int = Field(
+        default=1,
+        ge=1,
+        description="SecurityGroupPolicies, each with a security group of its own and selecting pods by "
+        "a label; a node's pods take them in turn",
+    )
     # crd side
     crd_warm_branch_eni_target: int = Field(
         default=4, ge=0, description="PoolSettings.warm_branch_eni_target (netalloc's default)"
@@ -197,6 +204,8 @@ def parameter_rows(params: ScenarioParams) -> list[tuple[str, str]]:
             ("other tenants free space at", f"{params.free_at_s:g} s"),
             ("share of their blocks freed", f"{params.free_block_fraction:.0%}"),
         ]
+    if params.group_sets > 1:
+        rows.append(("security-group sets (one SecurityGroupPolicy each)", str(params.group_sets)))
     if params.crash_at_s is not None:
         rows += [
             ("controller dies at", f"{params.crash_at_s:g} s"),
