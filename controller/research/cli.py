@@ -12,9 +12,21 @@ from typing import Annotated
 
 import typer
 
-from controller.research.scenarios import SCENARIO_DESCRIPTIONS, ScenarioName
+from controller.research.scenarios import (
+    SCENARIO_DESCRIPTIONS,
+    SHARED_ENI_SCENARIOS,
+    ScenarioName,
+    shared_eni_refusal,
+)
 
 SCENARIO_HELP = "; ".join(f"{name.value}: {text}" for name, text in SCENARIO_DESCRIPTIONS.items())
+SHARED_ENI_HELP = (
+    "crd side with SharedENI (SHARED_ENI_FOR_POD_SG, no trunk: every SGP pod on its group set's shared "
+    "ENI), plus a branch-ENI crd run (crd-branch) beside it; for "
+    + ", ".join(s.value for s in SHARED_ENI_SCENARIOS if s is not ScenarioName.SHARED_ENI_FALLBACK)
+    + f" (always on in {ScenarioName.SHARED_ENI_FALLBACK.value})"
+)
+USAGE_ERROR = 2  # click's exit code for a bad option
 
 
 class CompareOutput(StrEnum):
@@ -34,8 +46,9 @@ def compare_command(
         CompareOutput.TABLE
     ),
     parallel: Annotated[
-        bool, typer.Option("--parallel/--serial", help="run the two approaches in two processes")
+        bool, typer.Option("--parallel/--serial", help="run each approach in a process of its own")
     ] = True,
+    shared_eni: Annotated[bool, typer.Option("--shared-eni", help=SHARED_ENI_HELP)] = False,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="write results.json, performance.json, report.md and PNG plots here"),
@@ -45,7 +58,16 @@ def compare_command(
     from controller.research.compare import run_comparison
     from controller.research.report import render_table, summary_object, write_outputs
 
-    result, performance = run_comparison(scenario, seed=seed, scale=scale, parallel=parallel)
+    if shared_eni and scenario not in SHARED_ENI_SCENARIOS:
+        # Checked before any run starts, in plain text (no traceback from the parameters' validator).
+        typer.echo(f"Error: {shared_eni_refusal(scenario)}", err=True)
+        raise typer.Exit(USAGE_ERROR)
+    if shared_eni:
+        result, performance = run_comparison(
+            scenario, seed=seed, scale=scale, parallel=parallel, crd_shared_eni=True
+        )
+    else:  # the scenario's own default (shared-eni-fallback has it on)
+        result, performance = run_comparison(scenario, seed=seed, scale=scale, parallel=parallel)
     if output is CompareOutput.JSON:
         sys.stdout.write(json.dumps(summary_object(result, performance), ensure_ascii=False) + "\n")
     else:

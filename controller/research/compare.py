@@ -22,10 +22,10 @@ from controller.research.annotation_allocator import AnnotationAllocator
 from controller.research.api_server import POD, pod_invalid_first_line
 from controller.research.approach import Approach, Ec2ClientFacts, ReportsCooldown, ReportsEc2Client
 from controller.research.baseline_params import BaselineParams
-from controller.research.crd_allocator import CrdAllocator
+from controller.research.crd_allocator import PNA, PODS_FALLBACK_KEY, PODS_SHARED_KEY, CrdAllocator
 from controller.research.floor import NETALLOC_PATH, RC_PATH
 from controller.research.ipamd_baseline import IpamdBaseline
-from controller.research.metrics import ApproachMetrics, MetricsRecorder, summarise
+from controller.research.metrics import ApproachMetrics, MetricsRecorder, is_mutating, summarise
 from controller.research.scenarios import ScenarioName, ScenarioParams, scenario_params
 from controller.research.security_group_policy import pod_eni_webhook, prestop_policy_webhook
 from controller.research.sim_kube import zone_lookup
@@ -35,6 +35,9 @@ from controller.research.workload import Workload, WorkloadOutcome
 from controller.settings import PoolSettings
 
 APPROACHES = ("annotation", "crd")
+# With SharedENI on the crd side: the crd side once more as it runs without sharing (branch ENIs),
+# so shared, branch and the baseline are measured in the same scenario and seed.
+CRD_BRANCH = "crd-branch"
 CLUSTER_NAME = "sim"
 ACCOUNTING_DRAIN_S = 60.0
 QUIESCE_LIMIT_S = 600.0
@@ -69,6 +72,39 @@ class ApproachRun(BaseModel):
     release_gate_target_s: float | None = None
 
 
+class ModeFigures(BaseModel):
+    """One run's figures in the line that sets shared crd, branch crd and the baseline side by side."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    approach: str
+    allocation: str = Field(description="how the run gives SGP pods their groups")
+    p50_ready_s: float | None
+    p99_ready_s: float | None
+    mutating_calls_per_pod_start: float | None
+    ec2_mutating_calls: int
+    mutating_calls_per_node: float
+    k8s_writes: int
+    k8s_write_floor_s: float | None = Field(
+        description="crd runs: their Kubernetes writes / the client's QPS, the time those writes alone take "
+        "at the limit (reads and the burst left out); None: no limit, or the annotation side"
+    )
+    pna_writes: int | None = Field(description="crd runs: PodNetworkAllocation writes (create, status)")
+    pna_write_floor_s: float | None = Field(
+        description="crd runs: PodNetworkAllocation writes / the client's QPS, the pods' own share"
+    )
+
+
+class SharedEniComparison(BaseModel):
+    """Shared crd, branch crd and the baseline in one scenario and seed (the runs' own counts)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nodes: int
+    k8s_client_qps: float | None
+    rows: list[ModeFigures]
+
+
 class ComparisonResult(BaseModel):
     """Everything in results.json: deterministic for (scenario parameters, seed)."""
 
@@ -81,6 +117,7 @@ class ComparisonResult(BaseModel):
     runs: dict[str, ApproachRun]
     targets: list[TargetCheck]
     exact_422_message_example: str
+    shared_eni_comparison: SharedEniComparison | None = None
 
 
 class RunPerformance(BaseModel):
@@ -136,6 +173,13 @@ def _make_approach(
             enable_prefix_delegation=True, prefix_fallback_to_secondary_ip=params.crd_prefix_fallback
         )
         mode = AllocationMode.PREFIX_IP
+    elif _shared_eni_run(name, params):
+        settings = PoolSettings(
+            shared_eni_for_pod_sg=True,
+            enable_pod_eni=params.crd_shared_eni_branch_fallback,
+            warm_branch_eni_target=params.crd_warm_branch_eni_target,
+        )
+        mode = AllocationMode.SHARED_ENI
     else:
         settings = PoolSettings(enable_pod_eni=True, warm_branch_eni_target=params.crd_warm_branch_eni_target)
         mode = AllocationMode.BRANCH_ENI
@@ -159,6 +203,16 @@ def _make_approach(
     return crd, ["netalloc"], settings.branch_cooldown_s
 
 
+def _shared_eni_run(name: str, params: ScenarioParams) -> bool:
+    """The crd run (not crd-branch) of a scenario with SharedENI on."""
+    return name == "crd" and params.crd_shared_eni
+
+
+def approaches_for(params: ScenarioParams) -> tuple[str, ...]:
+    """The runs of a scenario: both approaches, plus the branch-ENI crd run when crd shares ENIs."""
+    return (*APPROACHES, CRD_BRANCH) if params.crd_shared_eni else APPROACHES
+
+
 async def _run_one(name: str, params: ScenarioParams, seed: int, baseline: BaselineParams) -> ApproachRun:
     from controller.clock import LoopClock
 
@@ -177,7 +231,8 @@ async def _run_one(name: str, params: ScenarioParams, seed: int, baseline: Basel
         namespace, pod_name = key.split("/", 1)
         reasons[key] = approach.stuck_reason(world.api.peek(POD, namespace, pod_name), key)
     in_use, pooled = approach.owned_eni_ids()
-    branch_path = not params.prefix_delegation
+    # The floor is a branch-ENI path's: a SharedENI run has none (no number rather than a wrong one).
+    branch_path = not params.prefix_delegation and not _shared_eni_run(name, params)
     path = (RC_PATH if name == "annotation" else NETALLOC_PATH) if branch_path else None
     metrics = summarise(
         approach=name,
@@ -217,6 +272,105 @@ def _run_timed(
     return run, round(time.perf_counter() - started, 3)
 
 
+ALLOCATION_OF = {
+    "annotation": "branch ENI per pod (RC, annotation)",
+    "crd": "SharedENI: one ENI per node and group set",
+    CRD_BRANCH: "branch ENI per pod (netalloc)",
+}
+
+
+def write_floor_s(writes: int, qps: float | None) -> float | None:
+    """How long `writes` Kubernetes writes take at `qps` alone (None: no client limit)."""
+    return None if qps is None else round(writes / qps, 1)
+
+
+def shared_eni_comparison(params: ScenarioParams, runs: dict[str, ApproachRun]) -> SharedEniComparison:
+    """The shared/branch/baseline line, in that order, from the runs present."""
+    rows = []
+    for name in ("crd", CRD_BRANCH, "annotation"):
+        if name not in runs:
+            continue
+        m = runs[name].metrics
+        crd = name != "annotation"
+        pna_writes = m.k8s_writes_by_kind.get(PNA, 0) if crd else None
+        qps = params.crd_k8s_client_qps
+        rows.append(
+            ModeFigures(
+                approach=name,
+                allocation=ALLOCATION_OF[name],
+                p50_ready_s=m.p50_ready_s,
+                p99_ready_s=m.p99_ready_s,
+                mutating_calls_per_pod_start=m.mutating_calls_per_pod_start,
+                ec2_mutating_calls=m.ec2_mutating_calls,
+                mutating_calls_per_node=round(m.ec2_mutating_calls / params.nodes, 2),
+                k8s_writes=m.k8s_writes,
+                k8s_write_floor_s=write_floor_s(m.k8s_writes, qps) if crd else None,
+                pna_writes=pna_writes,
+                pna_write_floor_s=write_floor_s(pna_writes, qps) if pna_writes is not None else None,
+            )
+        )
+    return SharedEniComparison(nodes=params.nodes, k8s_client_qps=params.crd_k8s_client_qps, rows=rows)
+
+
+def _shared_eni_targets(params: ScenarioParams, runs: dict[str, ApproachRun]) -> list[TargetCheck]:
+    """Issue 12's targets for SharedENI: batch-scale-up's speed and EC2 cost, the fallback's modes."""
+    base, crd = runs["annotation"].metrics, runs["crd"].metrics
+    checks: list[TargetCheck] = []
+    if params.name is ScenarioName.BATCH_SCALE_UP:
+        qps = params.crd_k8s_client_qps
+        pna_writes = crd.k8s_writes_by_kind.get(PNA, 0)
+        writes = (
+            f"; at {qps:g} QPS its {pna_writes} PodNetworkAllocation writes alone take "
+            f"{write_floor_s(pna_writes, qps):g} s, all its {crd.k8s_writes} writes "
+            f"{write_floor_s(crd.k8s_writes, qps):g} s"
+            if qps is not None
+            else ""
+        )
+        checks.append(
+            TargetCheck(
+                target="shared ENI: crd p99 time-to-network-ready ≤ 20 s",
+                measured=f"p99 {crd.p99_ready_s} s (p50 {crd.p50_ready_s} s){writes}",
+                met=None if crd.p99_ready_s is None else crd.p99_ready_s <= 20.0,
+            )
+        )
+        ratio = base.p99_ready_s / crd.p99_ready_s if base.p99_ready_s and crd.p99_ready_s else None
+        checks.append(
+            TargetCheck(
+                target="shared ENI: crd p99 ≥ 10× lower than the baseline's",
+                measured=f"{ratio:.1f}× (annotation {base.p99_ready_s} s, crd {crd.p99_ready_s} s)"
+                if ratio is not None
+                else f"annotation {base.p99_ready_s} s, crd {crd.p99_ready_s} s",
+                met=None if ratio is None else ratio >= 10.0,
+            )
+        )
+        per_node = crd.ec2_mutating_calls / params.nodes
+        actions = ", ".join(f"{n} {a}" for a, n in crd.ec2_calls.items() if is_mutating(a))
+        checks.append(
+            TargetCheck(
+                target="shared ENI: crd makes ≤ 3 mutating EC2 calls per node",
+                measured=f"{per_node:.2f} ({crd.ec2_mutating_calls} calls / {params.nodes} nodes: {actions})",
+                met=per_node <= 3.0,
+            )
+        )
+    if params.name is ScenarioName.SHARED_ENI_FALLBACK:
+        checks.append(
+            TargetCheck(
+                target="shared-eni-fallback: crd: no pod stuck",
+                measured=f"{crd.pods_stuck} stuck of {crd.pods_total}",
+                met=crd.pods_stuck == 0,
+            )
+        )
+        shared, fallback = crd.extra.get(PODS_SHARED_KEY, 0), crd.extra.get(PODS_FALLBACK_KEY, 0)
+        checks.append(
+            TargetCheck(
+                target="shared-eni-fallback: crd pods on both modes (SharedENI, and BranchENI by fallback)",
+                measured=f"{shared} SharedENI, {fallback} BranchENI (SharedEniFallback) of {crd.pods_total}",
+                met=isinstance(shared, int) and isinstance(fallback, int) and shared > 0 and fallback > 0,
+            )
+        )
+    return checks
+
+
 def _targets(
     params: ScenarioParams, runs: dict[str, ApproachRun], baseline: BaselineParams
 ) -> list[TargetCheck]:
@@ -250,7 +404,9 @@ def _targets(
         checks.append(
             TargetCheck(
                 target="crd p99 ≤ 1.15 × the EC2 floor on its path",
-                measured=f"{crd.ratio_to_floor}× (p99 {crd.p99_ready_s} s, floor {crd.floor_p99_s} s)",
+                measured=f"{crd.ratio_to_floor}× (p99 {crd.p99_ready_s} s, floor {crd.floor_p99_s} s)"
+                if crd.floor_path is not None
+                else f"no floor: it is a branch-ENI path's, crd ran SharedENI (p99 {crd.p99_ready_s} s)",
                 met=None if crd.ratio_to_floor is None else crd.ratio_to_floor <= 1.15,
             )
         )
@@ -320,6 +476,8 @@ def _targets(
                     met=run.metrics.pods_ready == run.metrics.pods_total,
                 )
             )
+    if params.crd_shared_eni:
+        checks += _shared_eni_targets(params, runs)
     for name, run in runs.items():
         accounting = run.metrics.enis
         checks.append(
@@ -338,13 +496,15 @@ def run_comparison(
     seed: int = 1,
     scale: float = 1.0,
     *,
-    approaches: tuple[str, ...] = APPROACHES,
+    approaches: tuple[str, ...] | None = None,
     baseline: BaselineParams | None = None,
     parallel: bool = False,
     **overrides: object,
 ) -> tuple[ComparisonResult, RunPerformance]:
-    """Run `scenario` for each approach; returns the deterministic result and the run's own cost."""
+    """Run `scenario` for each approach (default: `approaches_for` the scenario); returns the
+    deterministic result and the run's own cost."""
     params = scenario_params(scenario, scale=scale, **overrides)
+    approaches = approaches_for(params) if approaches is None else approaches
     baseline = baseline or BaselineParams()
     runs: dict[str, ApproachRun] = {}
     wall: dict[str, float] = {}
@@ -360,7 +520,9 @@ def run_comparison(
     else:
         for name in approaches:
             runs[name], wall[name] = _run_timed(name, params, seed, baseline)
-    targets = _targets(params, runs, baseline) if set(runs) == set(APPROACHES) else []
+    both = set(APPROACHES) <= set(runs)
+    targets = _targets(params, runs, baseline) if both else []
+    comparison = shared_eni_comparison(params, runs) if params.crd_shared_eni and both else None
     result = ComparisonResult(
         scenario=params.name,
         seed=seed,
@@ -369,6 +531,7 @@ def run_comparison(
         runs=runs,
         targets=targets,
         exact_422_message_example=pod_invalid_first_line("NAME"),
+        shared_eni_comparison=comparison,
     )
     performance = RunPerformance(
         wall_s=wall,

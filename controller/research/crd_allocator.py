@@ -49,6 +49,11 @@ NODE_POOL = "NodeNetworkPool"
 NAMESPACE = "Namespace"
 MANAGED_LABEL = {"netalloc.dev/managed": "true"}  # ControllerConfig.namespace_selector's default
 HEAP_TRIM_S = 1e9  # malloc_trim gives nothing back in a simulation: never
+# `extra_metrics` with SharedENI on: what the Allocated PNAs hold at the end, by mode.
+PODS_SHARED_KEY = "pods_shared_eni_at_end"
+PODS_FALLBACK_KEY = "pods_branch_eni_by_fallback_at_end"
+PODS_BRANCH_KEY = "pods_branch_eni_at_end"
+SHARED_ENI_FALLBACK_REASON = "SharedEniFallback"  # controller.engine.allocation_driver's status reason
 
 
 def status_from_object(data: Mapping[str, Any]) -> AllocationStatus | None:
@@ -285,12 +290,33 @@ class CrdAllocator:
             warm += counts.get(BranchState.WARM, 0)
             cooling += counts.get(BranchState.COOLING, 0)
         known, shortage = self.exhaustion_known_at_s, self.first_shortage_at_s
-        return {
+        extra: dict[str, float | int | str] = {
             "branch_enis_warm_at_end": warm,
             "branch_enis_cooling_at_end": cooling,
             "exhaustion_known_at_s": round(known, 3) if known is not None else "never",
             "first_prefix_shortage_at_s": round(shortage, 3) if shortage is not None else "none",
         }
+        if self.settings.shared_eni_for_pod_sg:  # only then: the other runs' metrics stay as they were
+            extra.update(self._pods_by_mode())
+        return extra
+
+    def _pods_by_mode(self) -> dict[str, int]:
+        """Allocated PNAs by what they hold, read from the API server as a user would (kubectl): on a
+        shared ENI, on a branch ENI because the set had no shared ENI address (status reason
+        SharedEniFallback; the spec follows what is held, so it no longer says SharedENI), on a branch
+        ENI at all."""
+        shared = fallback = branch = 0
+        for pna in self.api.list_kind(PNA):
+            status = status_from_object(pna.status)
+            if status is None or status.state is not AllocationState.ALLOCATED or status.resources is None:
+                continue
+            held = status.resources.mode
+            if held is AllocationMode.SHARED_ENI:
+                shared += 1
+            elif held is AllocationMode.BRANCH_ENI:
+                branch += 1
+                fallback += status.reason == SHARED_ENI_FALLBACK_REASON
+        return {PODS_SHARED_KEY: shared, PODS_FALLBACK_KEY: fallback, PODS_BRANCH_KEY: branch}
 
 
 def _short_of_prefixes(status: Mapping[str, Any]) -> bool:

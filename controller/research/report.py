@@ -117,6 +117,7 @@ def render_table(result: ComparisonResult, performance: RunPerformance | None = 
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.append("")
+    lines += shared_eni_lines(result)
     lines += ec2_client_lines(result)
     for check in result.targets:
         status = {True: "MET", False: "NOT MET", None: "n/a"}[check.met]
@@ -124,6 +125,61 @@ def render_table(result: ComparisonResult, performance: RunPerformance | None = 
     if performance is not None:
         lines.append(_performance_line(performance))
     return "\n".join(lines)
+
+
+def _per(value: float | None, unit: str) -> str:
+    return "—" if value is None else f"{value:g} {unit}"
+
+
+def shared_eni_lines(result: ComparisonResult) -> list[str]:
+    """The shared/branch/baseline line for the terminal: one line per run, then a blank one."""
+    comparison = result.shared_eni_comparison
+    if comparison is None:
+        return []
+    limit = "no limit" if comparison.k8s_client_qps is None else f"{comparison.k8s_client_qps:g} QPS"
+    lines = [
+        f"shared ENI vs branch ENI vs baseline ({comparison.nodes} nodes; crd Kubernetes client {limit}):"
+    ]
+    for row in comparison.rows:
+        writes = (
+            f"; {row.pna_writes} PNA writes = {_per(row.pna_write_floor_s, 's')} at the limit"
+            if row.pna_writes is not None
+            else ""
+        )
+        lines.append(
+            f"  {row.approach} [{row.allocation}]: p50 {_per(row.p50_ready_s, 's')}, "
+            f"p99 {_per(row.p99_ready_s, 's')}, {_fmt(row.mutating_calls_per_pod_start)} mutating EC2 calls "
+            f"per pod start, {row.mutating_calls_per_node:g} per node{writes}"
+        )
+    return [*lines, ""]
+
+
+def shared_eni_markdown(result: ComparisonResult) -> list[str]:
+    """The same line as a report.md section (a table)."""
+    comparison = result.shared_eni_comparison
+    if comparison is None:
+        return []
+    limit = "none" if comparison.k8s_client_qps is None else f"{comparison.k8s_client_qps:g} QPS"
+    lines = [
+        "",
+        "## Shared ENI, branch ENI and the baseline",
+        "",
+        f"{comparison.nodes} nodes; crd Kubernetes client limit: {limit}. crd-branch is the crd side as it "
+        "runs without --shared-eni (ENABLE_POD_ENI, a branch ENI per pod). The write floors are the run's "
+        "own Kubernetes writes divided by the client's QPS.",
+        "",
+        "| run | allocation | p50 (s) | p99 (s) | mutating EC2 calls per pod start | per node | "
+        "Kubernetes writes (floor s) | PNA writes (floor s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison.rows:
+        pna = "—" if row.pna_writes is None else f"{row.pna_writes} ({_fmt(row.pna_write_floor_s)})"
+        lines.append(
+            f"| {row.approach} | {row.allocation} | {_fmt(row.p50_ready_s)} | {_fmt(row.p99_ready_s)} | "
+            f"{_fmt(row.mutating_calls_per_pod_start)} | {row.mutating_calls_per_node:g} | "
+            f"{row.k8s_writes} ({_fmt(row.k8s_write_floor_s)}) | {pna} |"
+        )
+    return lines
 
 
 def ec2_client_lines(result: ComparisonResult) -> list[str]:
@@ -171,6 +227,8 @@ def summary_object(result: ComparisonResult, performance: RunPerformance | None 
         "approaches": approaches,
         "targets": [t.model_dump(mode="json") for t in result.targets],
     }
+    if result.shared_eni_comparison is not None:  # only with SharedENI: other summaries stay as they were
+        out["shared_eni_comparison"] = result.shared_eni_comparison.model_dump(mode="json")
     if performance is not None:
         out["performance"] = performance.model_dump(mode="json")
     return out
@@ -268,6 +326,7 @@ def render_markdown(result: ComparisonResult, performance: RunPerformance | None
     for check in result.targets:
         status = {True: "met", False: "**not met**", None: "not applicable at these parameters"}[check.met]
         lines.append(f"- {check.target}: {check.measured} — {status}")
+    lines += shared_eni_markdown(result)
     baseline = result.baseline_params
     lines += [
         "",

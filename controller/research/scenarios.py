@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.ports.ec2 import InstanceTypeInfo
 
@@ -17,6 +17,17 @@ class ScenarioName(StrEnum):
     PREFIX_EXHAUSTION = "prefix-exhaustion"
     ROLLOUT_CHURN = "rollout-churn"
     CONTROLLER_RESTART = "controller-restart"
+    SHARED_ENI_FALLBACK = "shared-eni-fallback"
+
+
+# Where the crd side may run with SharedENI (`--shared-eni`): the branch-ENI scenarios whose pods have
+# security groups. Prefix delegation has no SGP pods; the restart scenario is about recovery.
+SHARED_ENI_SCENARIOS: tuple[ScenarioName, ...] = (
+    ScenarioName.BATCH_SCALE_UP,
+    ScenarioName.ADMISSION_CONFLICT,
+    ScenarioName.ROLLOUT_CHURN,
+    ScenarioName.SHARED_ENI_FALLBACK,
+)
 
 
 SCENARIO_DESCRIPTIONS: dict[ScenarioName, str] = {
@@ -37,6 +48,11 @@ SCENARIO_DESCRIPTIONS: dict[ScenarioName, str] = {
     ),
     ScenarioName.CONTROLLER_RESTART: (
         "As batch-scale-up; the allocator's controller dies mid-burst and restarts after a delay."
+    ),
+    ScenarioName.SHARED_ENI_FALLBACK: (
+        "m5.large nodes (3 ENIs: primary, trunk, one free slot), each with pods of 3 security-group sets "
+        "(3 SecurityGroupPolicies); the crd side shares an ENI per set (SharedENI), so the sets beyond "
+        "the free slot fall back to branch ENIs."
     ),
 }
 
@@ -101,7 +117,25 @@ class ScenarioParams(BaseModel):
     # controller-restart
     crash_at_s: float | None = None
     restart_delay_s: float = Field(default=30.0, ge=0)
+    # group sets (1: one policy "web-sgp" selecting app=web, as every other scenario has)
+    group_sets: int = Field(
+        default=1,
+        ge=1,
+        description="SecurityGroupPolicies, each with a security group of its own and selecting pods by "
+        "a label; a node's pods take them in turn",
+    )
     # crd side
+    crd_shared_eni: bool = Field(
+        default=False,
+        description="crd runs with SharedENI: PoolSettings(shared_eni_for_pod_sg=True, enable_pod_eni="
+        "crd_shared_eni_branch_fallback). Without the fallback there is no trunk: every SGP pod is served "
+        "from its group set's shared ENI on its node. A branch-ENI crd run is added for comparison",
+    )
+    crd_shared_eni_branch_fallback: bool = Field(
+        default=False,
+        description="with crd_shared_eni, ENABLE_POD_ENI too (a trunk per node): a group set that finds no "
+        "free ENI slot on its node falls back to branch ENIs",
+    )
     crd_warm_branch_eni_target: int = Field(
         default=4, ge=0, description="PoolSettings.warm_branch_eni_target (netalloc's default)"
     )
@@ -113,6 +147,12 @@ class ScenarioParams(BaseModel):
     crd_prefix_fallback: bool = Field(
         default=True, description="PREFIX_FALLBACK_TO_SECONDARY_IP (netalloc's default: on)"
     )
+
+    @model_validator(mode="after")
+    def _shared_eni_where_it_applies(self) -> ScenarioParams:
+        if self.crd_shared_eni and self.name not in SHARED_ENI_SCENARIOS:
+            raise ValueError(shared_eni_refusal(self.name))
+        return self
 
     @property
     def total_pods(self) -> int:
@@ -138,7 +178,23 @@ def default_params(name: ScenarioName) -> ScenarioParams:
         )
     if name is ScenarioName.ROLLOUT_CHURN:
         return ScenarioParams(name=name, nodes=50, pods_per_node=0, replicas=1000)
+    if name is ScenarioName.SHARED_ENI_FALLBACK:
+        return ScenarioParams(
+            name=name,
+            nodes=10,
+            pods_per_node=12,
+            instance_type="m5.large",
+            group_sets=3,
+            crd_shared_eni=True,
+            crd_shared_eni_branch_fallback=True,
+        )
     return ScenarioParams(name=name, crash_at_s=20.0, restart_delay_s=30.0)
+
+
+def shared_eni_refusal(name: ScenarioName) -> str:
+    """The one message for `--shared-eni` where it does not apply (CLI and parameters alike)."""
+    allowed = ", ".join(s.value for s in SHARED_ENI_SCENARIOS)
+    return f"--shared-eni applies to the scenarios {allowed}; not to {name.value}"
 
 
 def scenario_params(name: ScenarioName | str, *, scale: float = 1.0, **overrides: object) -> ScenarioParams:
@@ -197,11 +253,22 @@ def parameter_rows(params: ScenarioParams) -> list[tuple[str, str]]:
             ("other tenants free space at", f"{params.free_at_s:g} s"),
             ("share of their blocks freed", f"{params.free_block_fraction:.0%}"),
         ]
+    if params.group_sets > 1:
+        rows.append(("security-group sets (one SecurityGroupPolicy each)", str(params.group_sets)))
     if params.crash_at_s is not None:
         rows += [
             ("controller dies at", f"{params.crash_at_s:g} s"),
             ("restarts after", f"{params.restart_delay_s:g} s"),
         ]
+    if params.crd_shared_eni:
+        rows.append(
+            (
+                "crd: SharedENI (SHARED_ENI_FOR_POD_SG)",
+                "on, branch ENI fallback (ENABLE_POD_ENI)"
+                if params.crd_shared_eni_branch_fallback
+                else "on, no trunk (ENABLE_POD_ENI off); crd-branch: the branch-ENI crd run beside it",
+            )
+        )
     rows += [
         ("crd: warm branch ENI target", str(params.crd_warm_branch_eni_target)),
         (

@@ -124,6 +124,11 @@ class SimWorld:
         self.subnet_id = self.vpc.create_subnet(params.subnet_cidr).subnet_id
         self.node_security_group = self.vpc.create_security_group("nodes")
         self.pod_security_group = self.vpc.create_security_group("web-pods")
+        # One group per SecurityGroupPolicy. The extra groups are made only when asked for: a group id
+        # is a draw from the VPC's id generator, and one more draw would change every later ENI id.
+        self.pod_security_groups: list[str] = [self.pod_security_group] + [
+            self.vpc.create_security_group(f"web-pods-{index}") for index in range(1, params.group_sets)
+        ]
         self.primary_eni_ids: set[str] = set()
         self.api = ApiServer(
             self.clock,

@@ -36,6 +36,7 @@ from controller.research.virtual_time import spawn
 
 TARGET_NODE_LABEL = "sim/target-node"
 APP_LABEL = "app"
+GROUP_SET_LABEL = "sim/group-set"  # which SecurityGroupPolicy selects the pod, with more than one set
 QUIET_POLL_S = 1.0
 QUIET_FALLBACK_S = 180.0  # without a quietness hook: 60 s cool-down-sized wait ×3, marked unverified
 QUIET_LIMIT_S = 3600.0
@@ -46,6 +47,10 @@ def node_is_ready(node: KubeObject) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in node.status.get("conditions", ())
     )
+
+
+def group_set_value(index: int) -> str:
+    return f"set-{index}"
 
 
 def _ready_status(ready: bool) -> dict[str, Any]:
@@ -204,17 +209,25 @@ class Workload:
         if key not in self.terminating and self.api.peek(POD, namespace, name) is not None:
             self.recorder.pod_became_ready(key)
 
-    def create_policy(self) -> None:
-        policy = make_policy(
-            self.params.namespace, "web-sgp", {APP_LABEL: "web"}, [self.world.pod_security_group]
-        )
-        self.world.policies.setdefault(policy.namespace, []).append(policy)
-        self.api.apply_create(policy)
+    def create_policies(self) -> None:
+        """One SecurityGroupPolicy per group set. With one set it is "web-sgp" selecting app=web, as
+        before there were sets; with more, "web-sgp-<i>" also selects the pod's GROUP_SET_LABEL."""
+        sets = self.world.pod_security_groups
+        for index, group in enumerate(sets):
+            name, selector = "web-sgp", {APP_LABEL: "web"}
+            if len(sets) > 1:
+                name, selector = f"web-sgp-{index}", {**selector, GROUP_SET_LABEL: group_set_value(index)}
+            policy = make_policy(self.params.namespace, name, selector, [group])
+            self.world.policies.setdefault(policy.namespace, []).append(policy)
+            self.api.apply_create(policy)
 
-    def create_pod(self, node_name: str, *, version: str = "v1") -> str:
+    def create_pod(self, node_name: str, *, version: str = "v1", group_set: int = 0) -> str:
+        """A pod of `group_set` (an index into the world's pod security groups)."""
         self._pod_counter += 1
         name = f"web-{version}-{self._pod_counter:06d}"
         labels = {APP_LABEL: "web", TARGET_NODE_LABEL: node_name, "version": version}
+        if self.params.group_sets > 1:
+            labels[GROUP_SET_LABEL] = group_set_value(group_set % self.params.group_sets)
         if self.params.prestop_fraction and self._rng.random() < self.params.prestop_fraction:
             labels[PRESTOP_POLICY_LABEL] = "true"
         pod = KubeObject(
@@ -297,12 +310,12 @@ class Workload:
 
     async def _batch(self) -> WorkloadOutcome:
         params = self.params
-        self.create_policy()
+        self.create_policies()
         self.approach.start()
         self.register_nodes(params.nodes)
         for node in self._node_names:
-            for _ in range(params.pods_per_node):
-                self.create_pod(node)
+            for index in range(params.pods_per_node):
+                self.create_pod(node, group_set=index)  # a node's pods take the sets in turn
         if params.crash_at_s is not None:
             self._spawn(self._crash_and_restart(params.crash_at_s, params.restart_delay_s))
             # Do not call the run settled before the restart happened.
@@ -363,7 +376,7 @@ class Workload:
         unavailable 0): an old pod is deleted (gracefully) only when a new one is Ready. Counting
         runs until every new pod is Ready and the approach is quiet again (delete queues drained)."""
         params = self.params
-        self.create_policy()
+        self.create_policies()
         self.approach.start()
         self.register_nodes(params.nodes)
         nodes = self._node_names
