@@ -455,8 +455,10 @@ class NodeNetwork:
                 )
             case DeleteEni(eni_id=eni_id):
                 eni = pool.enis.get(eni_id)
-                if eni is not None and eni.shared and (
-                    pool.shared_in_use(eni_id) or pool.shared_wanted.get(eni.security_group_ids)
+                if (
+                    eni is not None
+                    and eni.shared
+                    and (pool.shared_in_use(eni_id) or pool.shared_wanted.get(eni.security_group_ids))
                 ):
                     return  # a pod of the set took an address since the plan was made: it stays
                 pool.remove_eni(eni_id)
