@@ -672,10 +672,15 @@ class AnnotationAllocator:
         if pod is None:
             return "pod deleted before it was network-ready"
         if not pod.spec.get("nodeName"):
-            return (
-                f"Pending: node {pod.labels.get('sim/target-node', '?')} does not advertise "
-                f"{POD_ENI_RESOURCE} yet (no trunk ENI)"
-            )
+            target = pod.labels.get("sim/target-node", "?")
+            node = self.api.peek(NODE, "", target)
+            advertised = ((node.status.get("capacity") or {}).get(POD_ENI_RESOURCE) if node else None) or "0"
+            if int(advertised) > 0:
+                return (
+                    f"Pending: every {POD_ENI_RESOURCE} its node advertises ({advertised}) is taken: "
+                    "one branch ENI per pod"
+                )
+            return f"Pending: node {target} does not advertise {POD_ENI_RESOURCE} yet (no trunk ENI)"
         event = self.api.last_event.get(pod.key)
         if event is not None and event[0] in (
             REASON_BRANCH_ENI_ANNOTATION_FAILED,

@@ -127,6 +127,11 @@ def test_fallback_scenario_gives_both_modes_and_no_stuck_pod(fallback: Compariso
     assert shared + branch == crd.pods_total and by_fallback == branch  # every SGP pod asked for SharedENI
     # one free slot per node: at most one set per node is shared (12 / 3 = 4 pods)
     assert shared <= params.nodes * params.pods_per_node // params.group_sets
+    base = fallback.runs["annotation"].metrics  # RC: 9 branch ENIs per m5.large, 12 pods per node
+    assert base.pods_stuck == 3 * params.nodes
+    assert list(base.stuck_reasons) == [
+        "Pending: every vpc.amazonaws.com/pod-eni its node advertises (9) is taken: one branch ENI per pod"
+    ]
     checks = {t.target: t.met for t in fallback.targets if t.target.startswith("shared-eni-fallback")}
     assert checks == {
         "shared-eni-fallback: crd: no pod stuck": True,
