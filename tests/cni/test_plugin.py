@@ -292,3 +292,24 @@ def test_del_without_a_record_still_removes_the_veth_named_after_the_container(c
     done = plugin(cni, "DEL", conf, "c-amnesia", netns, managed("amnesia"))
     assert (done.code, done.stdout) == (0, ""), done.stdout
     assert snapshot(cni.lab.node) == before
+
+
+def test_a_shared_eni_pod_is_wired_as_an_address_on_a_node_eni(cni: Cni) -> None:
+    """SharedENI: an address on an ENI the node's pods of one group set share; the node side wires it
+    as it wires a secondary IP (host route in the main table), with no VLAN."""
+    lab = cni.lab
+    lab.route_prefix("10.77.1.0/28")
+    before = snapshot(lab.node)
+    cni.pna("shared", "SharedENI", ip="10.77.1.6")
+    netns = lab.pod("shared")
+    conf = cni.conf()
+    added = plugin(cni, "ADD", conf, "c-shared", netns, managed("shared"))
+    assert added.code == 0, added.stdout
+    assert added.json["ips"] == [{"address": "10.77.1.6/32", "gateway": "169.254.1.1", "interface": 1}]
+    tables = {(route[0], route[1], route[3]) for route in snapshot(lab.node)["routes"]}
+    assert (254, "10.77.1.6", None) in tables
+    assert ping(lab.pods[0], lab.gateway), "shared ENI pod cannot reach the VPC"
+    for _ in range(2):
+        done = plugin(cni, "DEL", conf, "c-shared", netns, managed("shared"))
+        assert (done.code, done.stdout) == (0, ""), done.stdout
+    assert snapshot(lab.node) == before
