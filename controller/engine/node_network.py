@@ -155,6 +155,9 @@ class NodeNetwork:
         # Called when a pass did something (True: background pool work failed), so the node's record
         # and the pods waiting on it are looked at again; the runtime queues the node.
         self.on_pool_work_done: Callable[[bool], None] | None = None
+        # Called when the pool's counts may have moved (an allocation, a release, a pool action, a branch
+        # made), without a pass: the runtime notes when, and writes the counts an interval later.
+        self.on_counts_moved: Callable[[], None] | None = None
         self.orphaned_enis: set[str] = set()  # made by us, not in the pool, delete pending
         self.registered = False
         self.draining = False
@@ -375,6 +378,10 @@ class NodeNetwork:
             self.on_pool_work_done(False)
         return report
 
+    def _counts_moved(self) -> None:
+        if self.on_counts_moved is not None:
+            self.on_counts_moved()
+
     def _shape(self) -> tuple[str | None, frozenset[str]]:
         """What the node's record must show without delay: its trunk and its attached ENIs."""
         return self.pool.trunk_eni_id, frozenset(self.pool.enis)
@@ -429,6 +436,12 @@ class NodeNetwork:
         self.pool.prefix_refused_until = 0.0
 
     async def _run(self, action: PoolAction) -> None:
+        try:
+            await self._run_action(action)
+        finally:
+            self._counts_moved()  # each action may move the counts, even one that failed part way
+
+    async def _run_action(self, action: PoolAction) -> None:
         pool = self.pool
         match action:
             case CreateTrunk(device_index=index):
@@ -638,6 +651,7 @@ class NodeNetwork:
             pool.add_branch(branch)
             if holder is not None:
                 pool.assign_branch(holder, branch.eni_id)
+            self._counts_moved()  # one of a CreateBranches action's many: the warm count moved
             return branch
         finally:
             self._reserved_vlans.discard(vlan)
@@ -711,6 +725,7 @@ class NodeNetwork:
             self.stale = f"{error.code}: {error.message}"  # EC2 lost what the pool has: a wait, not a failure
             self._refuse_if_stale()
             raise
+        self._counts_moved()
         self._refill_in_background()
         return resources
 
@@ -1015,9 +1030,12 @@ class NodeNetwork:
         self._branch_generation.pop(key, None)
         self.pool.forget_promise(key)
         now = self.clock.now()
-        if self.pool.release_ip(key, now) is not None:
-            return True
-        return self.pool.unassign_branch(key, now) is not None
+        released = (
+            self.pool.release_ip(key, now) is not None or self.pool.unassign_branch(key, now) is not None
+        )
+        if released:
+            self._counts_moved()
+        return released
 
     # ----- refills ---------------------------------------------------------------------------------
     async def _refill_now(self, demand: int = 0) -> ExecutionReport:

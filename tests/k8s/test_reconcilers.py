@@ -3,6 +3,7 @@ the simulated VPC, so every outcome is the result of one known sequence of passe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,20 +11,22 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.adapters.sim_vpc import LatencyConfig
-from controller.clock import WallClock
+from controller.clock import Clock, ManualClock, WallClock
 from controller.core import tags as tagging
+from controller.engine.node_network import NodeNetwork
 from controller.instance_data import Ec2InstanceLimits
 from controller.k8s.api_emulator import KubeApiEmulator
 from controller.k8s.harness import fast_config
 from controller.k8s.kube_api import Conflict, KubeApi
 from controller.k8s.objects import PnaView
 from controller.k8s.reconcilers import LEAKS, node_item, pna_item
-from controller.k8s.reconcilers.context import PoolPhase
+from controller.k8s.reconcilers.context import ControllerConfig, PoolPhase
 from controller.k8s.reconcilers.holdings import collect_orphan_holdings
 from controller.k8s.reconcilers.status_writer import write_pna_status
 from controller.k8s.runtime import KINDS, ControllerRuntime
 from controller.k8s.sandbox import crd_directory
 from controller.ports.ec2 import InterfaceType
+from controller.settings import PoolSettings
 from controller.sim_fleet import SimFleet
 
 
@@ -67,8 +70,8 @@ class Bench:
         return body
 
 
-@pytest.fixture
-async def bench() -> AsyncIterator[Bench]:
+@contextlib.asynccontextmanager
+async def open_bench(config: ControllerConfig, clock: Clock | None = None) -> AsyncIterator[Bench]:
     emulator = KubeApiEmulator(garbage_collection=False)
     emulator.install_crds_from(crd_directory(), recursive=True)
     emulator.create(
@@ -84,10 +87,11 @@ async def bench() -> AsyncIterator[Bench]:
         kube = KubeApi.for_configuration(configuration)
         fleet = SimFleet(cluster_name="bench", clock=WallClock(), latency=LatencyConfig.none())
         runtime = ControllerRuntime(
-            config=fast_config(cluster_name="bench"),
+            config=config,
             ec2=fleet.vpc,
             limits_for=Ec2InstanceLimits(fleet.vpc, fleet.catalog).get,
             kube=kube,
+            clock=clock,
             seed=1,
         )
         try:
@@ -95,6 +99,12 @@ async def bench() -> AsyncIterator[Bench]:
         finally:
             await runtime.ctx.events.close()
             await kube.close()
+
+
+@pytest.fixture
+async def bench() -> AsyncIterator[Bench]:
+    async with open_bench(fast_config(cluster_name="bench")) as opened:
+        yield opened
 
 
 # ----- leak collection ------------------------------------------------------------------------------------
@@ -270,6 +280,70 @@ async def test_a_node_gone_is_drained_only_after_the_api_server_confirms_it(benc
     await bench.runtime.reconcilers.reconcile(node_item("n1"))
     assert bench.ctx.pools.get("n1").phase is PoolPhase.DRAINED  # type: ignore[union-attr]
     assert not bench.emulator.list("netalloc.dev/v1alpha1", "NodeNetworkPool")
+
+
+def pool_status_writes(bench: Bench) -> int:
+    kube = bench.ctx.kube
+    assert isinstance(kube, KubeApi)
+    return kube.writes[("patch", "nodenetworkpools/status")]
+
+
+def timed_config() -> ControllerConfig:
+    """The shipped intervals on a clock the test moves; a pool that tops up on its one ENI."""
+    pool = PoolSettings(warm_ip_target=4)
+    return fast_config(
+        pool, cluster_name="bench", pool_status_interval_s=10.0, reconcile_interval_s=10.0, ec2_pacing_share=0
+    )
+
+
+async def warm_pool(bench: Bench, clock: ManualClock) -> NodeNetwork:
+    """Node n1 registered, its warm-up done and its record written (the counts after their interval)."""
+    await bench.node("n1")
+    network = bench.runtime.networks["n1"]
+    for _ in range(3):
+        await network.settle()
+        clock.advance(10.0)
+        await bench.runtime.reconcilers.reconcile(node_item("n1"))
+    return network
+
+
+async def test_moved_pool_counts_wait_the_interval_from_when_they_moved_not_from_the_last_write() -> None:
+    """Issue 10: an idle pool's record was last written long ago; the first pass of a burst found its
+    counts moved and wrote them at once (one write per node inside the burst), and the burst's later
+    counts waited for the next interval anyway. The counts wait the interval from when the pool says
+    they moved, and the pass that holds them back asks to look again when they are due."""
+    clock = ManualClock(1_700_000_000.0)
+    async with open_bench(timed_config(), clock) as bench:
+        network = await warm_pool(bench, clock)
+        clock.advance(60.0)  # idle: the last write is long past
+        settled = pool_status_writes(bench)
+        await bench.runtime.reconcilers.reconcile(node_item("n1"))
+        assert pool_status_writes(bench) == settled  # nothing moved, nothing written
+
+        await bench.pod("p", "n1")  # an allocation: the pool's counts moved
+        await network.settle()  # and its top-up (addresses on the same ENI)
+        clock.advance(6.0)  # the next periodic pass comes a while later
+        result = await bench.runtime.reconcilers.reconcile(node_item("n1"))
+        assert pool_status_writes(bench) == settled  # not written while the burst may go on
+        assert result.requeue_after == pytest.approx(4.0)  # due an interval after the allocation
+        clock.advance(4.0)
+        await bench.runtime.reconcilers.reconcile(node_item("n1"))
+        assert pool_status_writes(bench) == settled + 1  # written once, within the interval
+        record = bench.emulator.get("netalloc.dev/v1alpha1", "NodeNetworkPool", "n1")
+        assert record is not None and record["status"]["usedIps"] == 1, record
+
+
+async def test_a_pool_whose_enis_changed_is_written_at_once() -> None:
+    clock = ManualClock(1_700_000_000.0)
+    async with open_bench(timed_config(), clock) as bench:
+        network = await warm_pool(bench, clock)
+        before = pool_status_writes(bench)
+        eni = next(iter(network.pool.enis))
+        network.pool.enis.pop(eni)  # as if EC2 took it: the ENI set the record shows is wrong now
+        await bench.runtime.reconcilers.reconcile(node_item("n1"))
+        assert pool_status_writes(bench) == before + 1
+        record = bench.emulator.get("netalloc.dev/v1alpha1", "NodeNetworkPool", "n1")
+        assert record is not None and eni not in [e["eniId"] for e in record["status"]["enis"]]
 
 
 # ----- allocation and release ---------------------------------------------------------------------------

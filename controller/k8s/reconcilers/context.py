@@ -68,7 +68,8 @@ class ControllerConfig(BaseModel):
     pool_status_interval_s: float = Field(
         default=10.0,
         ge=0,
-        description="a pool status whose conditions did not change is written at most this often",
+        description="pool counts that moved are written this long after a pass first saw them move (once, "
+        "coalesced); a change of conditions, trunk, limits or ENIs is written at once",
     )
     heap_trim_interval_s: float = Field(
         default=5.0, gt=0, description="how often freed C-heap pages are given back (glibc malloc_trim)"

@@ -47,7 +47,9 @@ def pool_error(code: str, message: str) -> Ec2Error:
 class NodePools:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._status_written_at: dict[str, float] = {}
+        # node -> when its pool's counts first moved since the record had them (the write is due an
+        # interval later: a burst's moved counts are written once, after it, not at its first pass)
+        self._counts_moved_at: dict[str, float] = {}
 
     async def reconcile(self, name: str) -> Result:
         ctx = self.ctx
@@ -82,9 +84,10 @@ class NodePools:
         if report is not None and report.completed:
             wake_waiting(ctx, name)
         await self._collect_orphans(network)
-        await self._write_status(name, nnp_status_of(ctx, network, nnp))
+        counts_due_in = await self._write_status(name, nnp_status_of(ctx, network, nnp))
         ctx.update_pool_metrics(network)
-        return Result.after(ctx.config.reconcile_interval_s)
+        interval = ctx.config.reconcile_interval_s
+        return Result.after(interval if counts_due_in is None else min(interval, counts_due_in))
 
     # ----- the record ------------------------------------------------------------------------------
     async def _confirm_node(self, name: str, cached: NodeView | None) -> NodeView | None:
@@ -148,25 +151,29 @@ class NodePools:
         for pna in ctx.state.pnas_on(network.node_name):
             ctx.enqueue(("pna", pna.namespace, pna.name))
 
-    async def _write_status(self, name: str, status: JsonObject | None) -> None:
+    async def _write_status(self, name: str, status: JsonObject | None) -> float | None:
+        """Write the pool's status if it changed. A change of what a reader must learn at once (`_gist`)
+        is written now; counts that moved wait `pool_status_interval_s` from when they first moved (the
+        pool says when; else the pass that sees it), so a burst of allocations costs one write per node,
+        after it, with the counts it left. Returns in how many seconds held-back counts are due (None:
+        nothing is held back)."""
         nnp = self.ctx.state.nnps.get(name)
         if nnp is None or status is None or nnp.deleting:
-            return
+            return None
         if {k: v for k, v in status.items()} == {k: nnp.status.get(k) for k in status}:
-            return
-        now_s = self.ctx.clock.now()
-        last = self._status_written_at.get(name)
-        if (
-            last is not None
-            and now_s - last < self.ctx.config.pool_status_interval_s
-            and _gist(status) == _gist(nnp.status)
-        ):
-            return  # only counters moved: the pass after the interval writes them, once
+            self._counts_moved_at.pop(name, None)  # back to what the record says: nothing to write
+            return None
+        if _gist(status) == _gist(nnp.status):
+            now_s = self.ctx.clock.now()
+            moved_at = self._counts_moved_at.setdefault(name, now_s)
+            due_in = moved_at + self.ctx.config.pool_status_interval_s - now_s
+            if due_in > 0:
+                return due_in  # only counters moved: written once, when they have waited the interval
         was = _condition(nnp.status, "SubnetFragmented")
         now = _condition(status, "SubnetFragmented")
         written = await patch_nnp(self.ctx, nnp, {"status": status}, subresource="status")
         if written is not None:
-            self._status_written_at[name] = now_s
+            self._counts_moved_at.pop(name, None)  # the record has them now
         if (
             written is not None
             and now is not None
@@ -183,6 +190,7 @@ class NodePools:
                 reason="SubnetFragmented",
                 message=str(now.get("message", "")),
             )
+        return None
 
     # ----- registration ----------------------------------------------------------------------------
     def _pool_work_done_for(self, name: str) -> Callable[[bool], None]:
@@ -194,6 +202,17 @@ class NodePools:
             (ctx.enqueue_rate_limited if failed and ctx.enqueue_rate_limited else ctx.enqueue)(item)
 
         return done
+
+    def _counts_moved_for(self, name: str) -> Callable[[], None]:
+        """The pool's counts moved: their write is due an interval after the first move since the record
+        last had them. The pass that holds them back asks for its next look at that time."""
+        moved_at = self._counts_moved_at
+
+        def moved() -> None:
+            if name not in moved_at:
+                moved_at[name] = self.ctx.clock.now()
+
+        return moved
 
     def _set_warm_groups(self, network: NodeNetwork) -> None:
         """Warm branches get the groups the node's pods (or, before any, the policies) ask for."""
@@ -227,6 +246,7 @@ class NodePools:
             network = await self._open(name, instance_id)
             self._set_warm_groups(network)
             network.on_pool_work_done = self._pool_work_done_for(name)
+            network.on_counts_moved = self._counts_moved_for(name)
             lost: list[str] = []
             await network.register(self.holdings(name), lost=lost)
         except UnknownInstanceTypeError as error:
@@ -301,7 +321,7 @@ class NodePools:
     # ----- drain -----------------------------------------------------------------------------------
     async def _drain(self, name: str, node: NodeView | None, *, keep_record: bool = False) -> Result:
         """The node is gone: give back everything its pool holds, then let its NodeNetworkPool go."""
-        self._status_written_at.pop(name, None)
+        self._counts_moved_at.pop(name, None)
         ctx = self.ctx
         nnp = ctx.state.nnps.get(name)
         entry = ctx.pools.get(name)
