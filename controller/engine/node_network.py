@@ -53,7 +53,6 @@ from controller.ports.ec2 import Ec2Port, InstanceInfo, InterfaceType, NetworkIn
 from controller.settings import PoolSettings
 
 T = TypeVar("T")
-SHARED_ROLE = tagging.ROLE_SHARED
 logger = logging.getLogger("netalloc.engine")
 
 
@@ -283,7 +282,7 @@ class NodeNetwork:
                 self._attachments[eni.eni_id] = eni.attachment.attachment_id
             elif role == "pod-ips" and eni.attachment is not None and eni.eni_id not in pool.enis:
                 self._adopt_pod_eni(eni, primary=False)
-            elif role == SHARED_ROLE and eni.attachment is not None and eni.eni_id not in pool.enis:
+            elif role == tagging.ROLE_SHARED and eni.attachment is not None and eni.eni_id not in pool.enis:
                 self._adopt_pod_eni(eni, primary=False, shared=True)  # its groups are EC2's word
             elif role == "branch":
                 branches.append(eni)
@@ -576,7 +575,7 @@ class NodeNetwork:
         self, device_index: int, ip_count: int, prefix_count: int, groups: tuple[str, ...] = ()
     ) -> None:
         eni = await self._create_and_attach(
-            role=SHARED_ROLE if groups else "pod-ips",
+            role=tagging.ROLE_SHARED if groups else "pod-ips",
             device_index=device_index,
             ip_count=ip_count,
             prefix_count=prefix_count,

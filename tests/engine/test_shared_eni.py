@@ -144,7 +144,6 @@ async def test_new_groups_move_new_pods_to_a_new_set_and_a_shared_eni_in_use_is_
 
 async def test_after_a_restart_the_sharing_is_rebuilt_from_ec2_and_no_address_is_given_twice() -> None:
     f = fleet()
-    settings = {"warm_eni_target": 0}
     old = await node(f)
     groups = (f.app_groups[0],)
     held = {f"ns/p{i}": await old.allocate(shared(f"ns/p{i}", groups)) for i in range(6)}
@@ -153,7 +152,7 @@ async def test_after_a_restart_the_sharing_is_rebuilt_from_ec2_and_no_address_is
         ec2=f.vpc,
         clock=f.clock,
         limits=old.pool.limits,
-        settings=PoolSettings.model_validate(settings),
+        settings=old.pool.settings,  # the same settings, as a restarted controller reads them again
         node_name="n1",
         instance=old.instance,
         subnet_cidr=f.subnet.cidr_block,
