@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from enum import StrEnum
 
 from kubernetes import client as k8s
@@ -81,6 +82,30 @@ def pacing_share() -> float:
     return share
 
 
+def kube_client_limit(environ: Mapping[str, str] | None = None) -> dict[str, float | int]:
+    """KUBE_CLIENT_QPS / KUBE_CLIENT_BURST: an opt-in client-side limit on Kubernetes requests.
+
+    Unset, or -1 as in controller-runtime, means none: the API server's Priority and Fairness decides.
+    """
+    env = os.environ if environ is None else environ
+    limit: dict[str, float | int] = {}
+    qps_text, burst_text = env.get("KUBE_CLIENT_QPS", "").strip(), env.get("KUBE_CLIENT_BURST", "").strip()
+    if qps_text and qps_text != "-1":
+        try:
+            limit["kube_client_qps"] = float(qps_text)
+        except ValueError:
+            raise SystemExit(
+                f"KUBE_CLIENT_QPS={qps_text!r}: expected a number above 0, or -1 for none"
+            ) from None
+        if not limit["kube_client_qps"] > 0:
+            raise SystemExit(f"KUBE_CLIENT_QPS={qps_text!r}: expected a number above 0, or -1 for none")
+    if burst_text:
+        if not burst_text.isdigit() or int(burst_text) < 1:
+            raise SystemExit(f"KUBE_CLIENT_BURST={burst_text!r}: expected a whole number of at least 1")
+        limit["kube_client_burst"] = int(burst_text)
+    return limit
+
+
 def ec2_backend(
     options: RunOptions, metrics: Metrics
 ) -> tuple[Ec2Port, Ec2InstanceLimits, InstanceHook | None, SimFleet | None]:
@@ -138,6 +163,7 @@ async def run(options: RunOptions) -> None:
             namespace_selector=options.namespace_selector,
             pool=pool_settings_from_env(),
             ec2_pacing_share=pacing_share(),
+            **kube_client_limit(),
             # RESYNC_INTERVAL_S: how often every watched kind is listed again (default 300 s).
             **(
                 {"resync_interval_s": os.environ["RESYNC_INTERVAL_S"]}

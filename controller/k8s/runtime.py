@@ -26,6 +26,7 @@ from controller.k8s.cache import Change, ClusterState
 from controller.k8s.heap import trim_forever
 from controller.k8s.informers import KINDS, REFS, Informers
 from controller.k8s.kube_api import Conflict, KubeError, KubePort
+from controller.k8s.kube_limit import limited
 from controller.k8s.objects import allocation_key
 from controller.k8s.reconcilers import LEAKS, SUBNETS, Reconcilers, WorkItem, node_item, pna_item
 from controller.k8s.reconcilers.context import (
@@ -61,6 +62,8 @@ class ControllerRuntime:
         seed: int | None = None,
     ) -> None:
         self.config = config
+        clock = clock or WallClock()
+        kube = limited(kube, qps=config.kube_client_qps, burst=config.kube_client_burst, clock=clock)
         self.kube = kube
         self.state = ClusterState()
         self.queue: RateLimitingQueue[WorkItem] = RateLimitingQueue(
@@ -70,7 +73,6 @@ class ControllerRuntime:
             overall_qps=50.0,
             overall_burst=500,
         )
-        clock = clock or WallClock()
         pacer: Ec2Pacer | None = None
         if config.ec2_pacing_share > 0:  # each action under its own EC2 bucket, pods before refills
             pacer = Ec2Pacer(clock, share=config.ec2_pacing_share)

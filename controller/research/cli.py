@@ -8,7 +8,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,6 +49,18 @@ def compare_command(
         bool, typer.Option("--parallel/--serial", help="run each approach in a process of its own")
     ] = True,
     shared_eni: Annotated[bool, typer.Option("--shared-eni", help=SHARED_ENI_HELP)] = False,
+    crd_k8s_client_qps: Annotated[
+        float | None,
+        typer.Option(
+            "--crd-k8s-client-qps",
+            min=0.001,
+            help="give netalloc's runtime a client-side Kubernetes limit (KUBE_CLIENT_QPS); default: none, "
+            "as netalloc ships. 20 is RC's",
+        ),
+    ] = None,
+    crd_k8s_client_burst: Annotated[
+        int, typer.Option("--crd-k8s-client-burst", min=1, help="KUBE_CLIENT_BURST with --crd-k8s-client-qps")
+    ] = 30,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="write results.json, performance.json, report.md and PNG plots here"),
@@ -62,12 +74,12 @@ def compare_command(
         # Checked before any run starts, in plain text (no traceback from the parameters' validator).
         typer.echo(f"Error: {shared_eni_refusal(scenario)}", err=True)
         raise typer.Exit(USAGE_ERROR)
-    if shared_eni:
-        result, performance = run_comparison(
-            scenario, seed=seed, scale=scale, parallel=parallel, crd_shared_eni=True
-        )
-    else:  # the scenario's own default (shared-eni-fallback has it on)
-        result, performance = run_comparison(scenario, seed=seed, scale=scale, parallel=parallel)
+    overrides: dict[str, Any] = {}
+    if shared_eni:  # otherwise the scenario's own default (shared-eni-fallback has it on)
+        overrides["crd_shared_eni"] = True
+    if crd_k8s_client_qps is not None:
+        overrides |= {"crd_k8s_client_qps": crd_k8s_client_qps, "crd_k8s_client_burst": crd_k8s_client_burst}
+    result, performance = run_comparison(scenario, seed=seed, scale=scale, parallel=parallel, **overrides)
     if output is CompareOutput.JSON:
         sys.stdout.write(json.dumps(summary_object(result, performance), ensure_ascii=False) + "\n")
     else:

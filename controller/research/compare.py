@@ -86,8 +86,8 @@ class ModeFigures(BaseModel):
     mutating_calls_per_node: float
     k8s_writes: int
     k8s_write_floor_s: float | None = Field(
-        description="crd runs: their Kubernetes writes / the client's QPS, the time those writes alone take "
-        "at the limit (reads and the burst left out); None: no limit, or the annotation side"
+        description="the run's Kubernetes writes / its client's QPS, the time those writes alone take "
+        "at the limit (reads and the burst left out); None: that client has no limit"
     )
     pna_writes: int | None = Field(description="crd runs: PodNetworkAllocation writes (create, status)")
     pna_write_floor_s: float | None = Field(
@@ -101,7 +101,8 @@ class SharedEniComparison(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     nodes: int
-    k8s_client_qps: float | None
+    k8s_client_qps: float | None = Field(description="crd's client-side limit (None: none, as shipped)")
+    baseline_k8s_client_qps: float = Field(description="RC's client limit (field notes §2)")
     rows: list[ModeFigures]
 
 
@@ -284,8 +285,12 @@ def write_floor_s(writes: int, qps: float | None) -> float | None:
     return None if qps is None else round(writes / qps, 1)
 
 
-def shared_eni_comparison(params: ScenarioParams, runs: dict[str, ApproachRun]) -> SharedEniComparison:
-    """The shared/branch/baseline line, in that order, from the runs present."""
+def shared_eni_comparison(
+    params: ScenarioParams, runs: dict[str, ApproachRun], baseline: BaselineParams | None = None
+) -> SharedEniComparison:
+    """The shared/branch/baseline line, in that order, from the runs present; each run's write floor at
+    its own client limit (RC's for the baseline)."""
+    baseline = baseline or BaselineParams()
     rows = []
     for name in ("crd", CRD_BRANCH, "annotation"):
         if name not in runs:
@@ -293,7 +298,7 @@ def shared_eni_comparison(params: ScenarioParams, runs: dict[str, ApproachRun]) 
         m = runs[name].metrics
         crd = name != "annotation"
         pna_writes = m.k8s_writes_by_kind.get(PNA, 0) if crd else None
-        qps = params.crd_k8s_client_qps
+        qps = params.crd_k8s_client_qps if crd else baseline.k8s_client_qps
         rows.append(
             ModeFigures(
                 approach=name,
@@ -304,12 +309,17 @@ def shared_eni_comparison(params: ScenarioParams, runs: dict[str, ApproachRun]) 
                 ec2_mutating_calls=m.ec2_mutating_calls,
                 mutating_calls_per_node=round(m.ec2_mutating_calls / params.nodes, 2),
                 k8s_writes=m.k8s_writes,
-                k8s_write_floor_s=write_floor_s(m.k8s_writes, qps) if crd else None,
+                k8s_write_floor_s=write_floor_s(m.k8s_writes, qps),
                 pna_writes=pna_writes,
                 pna_write_floor_s=write_floor_s(pna_writes, qps) if pna_writes is not None else None,
             )
         )
-    return SharedEniComparison(nodes=params.nodes, k8s_client_qps=params.crd_k8s_client_qps, rows=rows)
+    return SharedEniComparison(
+        nodes=params.nodes,
+        k8s_client_qps=params.crd_k8s_client_qps,
+        baseline_k8s_client_qps=baseline.k8s_client_qps,
+        rows=rows,
+    )
 
 
 def _shared_eni_targets(params: ScenarioParams, runs: dict[str, ApproachRun]) -> list[TargetCheck]:
@@ -522,7 +532,7 @@ def run_comparison(
             runs[name], wall[name] = _run_timed(name, params, seed, baseline)
     both = set(APPROACHES) <= set(runs)
     targets = _targets(params, runs, baseline) if both else []
-    comparison = shared_eni_comparison(params, runs) if params.crd_shared_eni and both else None
+    comparison = shared_eni_comparison(params, runs, baseline) if params.crd_shared_eni and both else None
     result = ComparisonResult(
         scenario=params.name,
         seed=seed,

@@ -130,13 +130,17 @@ class CrdAllocator:
             pool=self.settings,
             policy=self.policy,
             heap_trim_interval_s=HEAP_TRIM_S,
+            # The runtime's own client-side limit (none unless set), not one the harness adds.
+            kube_client_qps=self.k8s_client_qps,
+            kube_client_burst=self.k8s_client_burst
+            or ControllerConfig.model_fields["kube_client_burst"].default,
         )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.generation += 1
         rng = random.Random((self.seed * 104729 + self.generation) ^ zlib.crc32(b"netalloc"))
-        client = self.api.client("netalloc", qps=self.k8s_client_qps, burst=self.k8s_client_burst)
+        client = self.api.client("netalloc", qps=None, burst=None)  # the limit is the runtime's (config)
         self.kube = SimKube(self.api, client, zone_of=self._zone_of)
 
         async def lookup_limits(instance_type: str) -> InstanceLimits:

@@ -138,14 +138,15 @@ def shared_eni_lines(result: ComparisonResult) -> list[str]:
         return []
     limit = "no limit" if comparison.k8s_client_qps is None else f"{comparison.k8s_client_qps:g} QPS"
     lines = [
-        f"shared ENI vs branch ENI vs baseline ({comparison.nodes} nodes; crd Kubernetes client {limit}):"
+        f"shared ENI vs branch ENI vs baseline ({comparison.nodes} nodes; Kubernetes client: crd {limit}, "
+        f"annotation {comparison.baseline_k8s_client_qps:g} QPS):"
     ]
     for row in comparison.rows:
-        writes = (
-            f"; {row.pna_writes} PNA writes = {_per(row.pna_write_floor_s, 's')} at the limit"
-            if row.pna_writes is not None
-            else ""
-        )
+        writes = f"; {row.k8s_writes} Kubernetes writes"
+        if row.pna_writes is not None:
+            writes += f" ({row.pna_writes} PNA)"
+        if row.k8s_write_floor_s is not None:
+            writes += f", {row.k8s_write_floor_s:g} s at its client's limit"
         lines.append(
             f"  {row.approach} [{row.allocation}]: p50 {_per(row.p50_ready_s, 's')}, "
             f"p99 {_per(row.p99_ready_s, 's')}, {_fmt(row.mutating_calls_per_pod_start)} mutating EC2 calls "
@@ -164,9 +165,10 @@ def shared_eni_markdown(result: ComparisonResult) -> list[str]:
         "",
         "## Shared ENI, branch ENI and the baseline",
         "",
-        f"{comparison.nodes} nodes; crd Kubernetes client limit: {limit}. crd-branch is the crd side as it "
+        f"{comparison.nodes} nodes; Kubernetes client limit: crd {limit} (netalloc ships none), annotation "
+        f"{comparison.baseline_k8s_client_qps:g} QPS (RC's). crd-branch is the crd side as it "
         "runs without --shared-eni (ENABLE_POD_ENI, a branch ENI per pod). The write floors are the run's "
-        "own Kubernetes writes divided by the client's QPS.",
+        "own Kubernetes writes divided by its client's QPS.",
         "",
         "| run | allocation | p50 (s) | p99 (s) | mutating EC2 calls per pod start | per node | "
         "Kubernetes writes (floor s) | PNA writes (floor s) |",
@@ -183,9 +185,8 @@ def shared_eni_markdown(result: ComparisonResult) -> list[str]:
 
 
 def ec2_client_lines(result: ComparisonResult) -> list[str]:
-    """What each approach says about its simulated EC2 client. No claim is made for an approach that
-    does not report it (TODO integrator: the crd side implements `ReportsEc2Client.ec2_client_facts`,
-    and sets `same_as_boto3_adapter` only from a check against `Boto3Ec2.from_config`)."""
+    """What each approach says about its simulated EC2 client (`ReportsEc2Client.ec2_client_facts`). No
+    claim is made for an approach that does not report it."""
     lines = []
     for name, run in result.runs.items():
         facts = run.ec2_client

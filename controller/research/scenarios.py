@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controller.k8s.reconcilers.context import ControllerConfig
 from controller.ports.ec2 import InstanceTypeInfo
 
 
@@ -139,11 +140,18 @@ class ScenarioParams(BaseModel):
     crd_warm_branch_eni_target: int = Field(
         default=4, ge=0, description="PoolSettings.warm_branch_eni_target (netalloc's default)"
     )
-    # Both approaches get the same Kubernetes client limit: RC's 20 QPS / burst 30 (field notes §2).
+    # Each approach runs with its own shipped Kubernetes client. RC's is 20 QPS / burst 30 (field notes
+    # §2, BaselineParams). netalloc's has no client-side limit (ControllerConfig.kube_client_qps), as
+    # controller-runtime ships since kubernetes-sigs/controller-runtime#3119: APF is the server's guard.
+    # `--crd-k8s-client-qps 20` gives crd RC's limit, through the runtime's own limiter.
     crd_k8s_client_qps: float | None = Field(
-        default=20.0, description="netalloc's Kubernetes client QPS (RC's, so the comparison is even)"
+        default=ControllerConfig.model_fields["kube_client_qps"].default,
+        gt=0,
+        description="netalloc's KUBE_CLIENT_QPS (its shipped default: none)",
     )
-    crd_k8s_client_burst: int | None = 30
+    crd_k8s_client_burst: int | None = Field(
+        default=ControllerConfig.model_fields["kube_client_burst"].default, ge=1
+    )
     crd_prefix_fallback: bool = Field(
         default=True, description="PREFIX_FALLBACK_TO_SECONDARY_IP (netalloc's default: on)"
     )
@@ -273,7 +281,7 @@ def parameter_rows(params: ScenarioParams) -> list[tuple[str, str]]:
         ("crd: warm branch ENI target", str(params.crd_warm_branch_eni_target)),
         (
             "crd: Kubernetes client limit",
-            "none (kopf)"
+            "none (netalloc's default: APF on the server decides)"
             if params.crd_k8s_client_qps is None
             else f"{params.crd_k8s_client_qps:g} QPS / burst {params.crd_k8s_client_burst}",
         ),

@@ -11,6 +11,7 @@ import pytest
 from controller.adapters.sim_vpc import DEFAULT_ACTION_BUCKETS
 from controller.clock import LoopClock, ManualClock
 from controller.core.token_bucket import BucketSpec
+from controller.k8s.reconcilers.context import ControllerConfig
 from controller.research.api_server import EVENT, NODE, POD, ApiServer, KubeObject, LatencyModel
 from controller.research.baseline_params import BaselineParams
 from controller.research.compare import HARNESS_CLIENTS, ComparisonResult, run_comparison
@@ -101,13 +102,13 @@ def test_summary_computes_floor_p99_and_ratio_from_the_path() -> None:
     assert metrics.ratio_to_floor == pytest.approx(10.0 / 98.0, abs=1e-3)
 
 
-def test_both_approaches_get_rcs_kubernetes_client_limit() -> None:
+def test_each_approach_runs_with_its_own_shipped_kubernetes_client_limit() -> None:
     params = scenario_params(ScenarioName.BATCH_SCALE_UP)
     baseline = BaselineParams()
-    assert (params.crd_k8s_client_qps, params.crd_k8s_client_burst) == (
-        baseline.k8s_client_qps,
-        baseline.k8s_client_burst,
-    )
+    assert (baseline.k8s_client_qps, baseline.k8s_client_burst) == (20.0, 30)  # RC's (field notes §2)
+    shipped = ControllerConfig(cluster_name="c1")
+    assert params.crd_k8s_client_qps == shipped.kube_client_qps is None  # netalloc ships none
+    assert params.crd_k8s_client_burst == shipped.kube_client_burst
 
 
 def test_events_of_any_client_the_approach_opens_are_counted() -> None:

@@ -80,14 +80,41 @@ def test_the_kubernetes_write_floor_is_the_run_s_own_writes_over_its_client_qps(
     shared_batch: ComparisonResult,
 ) -> None:
     comparison = shared_batch.shared_eni_comparison
-    assert comparison is not None and comparison.k8s_client_qps == 20.0
+    # crd runs as netalloc ships (no client-side limit: no floor); the baseline at RC's 20 QPS.
+    assert comparison is not None and comparison.k8s_client_qps is None
+    assert comparison.baseline_k8s_client_qps == 20.0
     row = comparison.rows[0]
     crd = shared_batch.runs["crd"].metrics
-    assert row.k8s_writes == crd.k8s_writes and row.k8s_write_floor_s == round(crd.k8s_writes / 20.0, 1)
+    assert row.k8s_writes == crd.k8s_writes and row.k8s_write_floor_s is None
     assert row.pna_writes == 2 * crd.pods_total  # a create and a status write per pod
-    assert row.pna_write_floor_s == round(2 * crd.pods_total / 20.0, 1)
+    assert row.pna_write_floor_s is None
     annotation = comparison.rows[2]
-    assert annotation.k8s_write_floor_s is None and annotation.pna_writes is None
+    base = shared_batch.runs["annotation"].metrics
+    assert annotation.pna_writes is None
+    assert annotation.k8s_write_floor_s == round(base.k8s_writes / 20.0, 1)
+
+
+def test_a_client_limit_given_to_crd_is_the_runtime_s_own_and_bounds_its_writes() -> None:
+    """With RC's 20 QPS the runtime's own limiter (the simulated client has none) spaces its requests: the
+    last pod is ready no sooner than its PNA writes past the burst take at 20 QPS."""
+    result, _ = run_comparison(
+        ScenarioName.BATCH_SCALE_UP,
+        seed=1,
+        scale=0.3,
+        crd_shared_eni=True,
+        crd_k8s_client_qps=20.0,
+        crd_k8s_client_burst=30,
+        approaches=("crd",),
+    )
+    crd = result.runs["crd"].metrics
+    assert crd.pods_ready == crd.pods_total == 300
+    pna_writes = 2 * crd.pods_total
+    assert crd.p99_ready_s is not None and crd.p99_ready_s >= (pna_writes - 30) / 20.0 * 0.98
+    free, _ = run_comparison(
+        ScenarioName.BATCH_SCALE_UP, seed=1, scale=0.3, crd_shared_eni=True, approaches=("crd",)
+    )
+    free_p99 = free.runs["crd"].metrics.p99_ready_s
+    assert free_p99 is not None and free_p99 < (pna_writes - 30) / 20.0
 
 
 def test_the_line_is_in_the_table_and_the_report(shared_batch: ComparisonResult) -> None:

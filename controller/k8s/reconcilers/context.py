@@ -84,6 +84,13 @@ class ControllerConfig(BaseModel):
         le=1,
         description="pace each EC2 action to this share of its account bucket (field notes §4); 0: off",
     )
+    kube_client_qps: float | None = Field(
+        default=None,
+        gt=0,
+        description="client-side limit on Kubernetes requests (KUBE_CLIENT_QPS); None: none, APF's job "
+        "(controller-runtime's default since kubernetes-sigs/controller-runtime#3119)",
+    )
+    kube_client_burst: int = Field(default=30, ge=1, description="KUBE_CLIENT_BURST: the bucket's capacity")
     error_backoff_base_s: float = Field(default=0.05, gt=0, description="per-item backoff after an error")
     error_backoff_max_s: float = Field(default=60.0, gt=0)
 
