@@ -95,6 +95,27 @@ def same_status(written: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
     }
 
 
+WAIT_STATES = frozenset({AllocationState.WAITING_FOR_CAPACITY.value, AllocationState.RETRYING.value})
+# A retry passes through Allocating in memory (never written), so a steady wait's lastTransitionTime
+# moves on every retry too; the stored one says when the steady wait began.
+_COUNTERS = ("attempts", "nextAttemptTime", "lastTransitionTime")
+
+
+def steady_wait(written: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Is `written` another retry of the wait `stored` records, with nothing new to tell?
+
+    Once a wait's backoff is at its cap the message stops counting attempts (allocation_state), so two
+    such statuses differ only in the attempt count and the times of this retry. Writing those on every
+    retry cost a write a minute per waiting pod, forever; the status keeps the first steady retry's.
+    """
+    if written.get("state") not in WAIT_STATES:
+        return False
+    return same_status(
+        {k: v for k, v in written.items() if k not in _COUNTERS},
+        {k: v for k, v in stored.items() if k not in _COUNTERS},
+    )
+
+
 class StatusRead(BaseModel):
     """A PNA status as read back. Never silently None: an unreadable status keeps what it still says."""
 

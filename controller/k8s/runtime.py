@@ -86,7 +86,7 @@ class ControllerRuntime:
             metrics=metrics or Metrics(),
             state=self.state,
             pools=PoolRegistry(),
-            events=EventRecorder(kube),
+            events=EventRecorder(kube, clock=clock),
             rng=random.Random(seed),
             enqueue=self.enqueue,
             enqueue_rate_limited=self.queue.add_rate_limited,

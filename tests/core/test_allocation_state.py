@@ -468,6 +468,29 @@ def test_throttling_never_gives_up_and_the_wait_is_capped() -> None:
     assert status.attempts == 61
 
 
+def test_a_wait_at_its_backoff_cap_stops_counting_in_its_message() -> None:
+    """Below the cap each retry says its attempt and delay; at the cap every retry says the same, so the
+    controller has nothing new to write (pna_mapping.steady_wait) while the attempts still count."""
+    status = drive(Begin())
+    messages: list[str] = []
+    for _ in range(10):
+        status = step(status, AttemptFailed(error=NO_CIDR))
+        assert status.state is S.WAITING_FOR_CAPACITY and status.next_attempt_at is not None
+        messages.append(status.message)
+        status = step(status, RetryDue())
+    # Capacity backoff 5 s doubling to 120 s: the ceilings of attempts 1..5 are 5, 10, 20, 40, 80.
+    assert all("(attempt " in m and "next attempt in" in m for m in messages[:5])
+    steady = f"{NO_CIDR.message} (retried at most 120s apart, and at once when capacity returns)"
+    assert messages[5:] == [steady] * 5
+    assert status.attempts == 11
+    throttled = drive(Begin())
+    for _ in range(8):
+        throttled = step(throttled, AttemptFailed(error=THROTTLED))
+        throttled = step(throttled, RetryDue())
+    throttled = step(throttled, AttemptFailed(error=THROTTLED))
+    assert throttled.message == f"{THROTTLED.message} (retried at most 30s apart)"
+
+
 # --- conditions ------------------------------------------------------------------------------------------
 
 

@@ -84,3 +84,29 @@ def test_a_shared_eni_status_round_trips_with_its_mode_and_groups() -> None:
     status = transition(status, Succeeded(resources=held), now=102.0, policy=policy, rng=rng)
     read = read_status(pna(status_to_k8s(status)))
     assert read.resources == held
+
+
+def test_a_steady_wait_differs_only_in_its_counters_and_is_not_written_again() -> None:
+    from controller.k8s.pna_mapping import steady_wait
+
+    stored = {
+        "state": "WaitingForCapacity",
+        "reason": "InsufficientCidrBlocks",
+        "message": "no /28 left (retried at most 120s apart, and at once when capacity returns)",
+        "attempts": 6,
+        "nextAttemptTime": "2026-12-02T10:00:00Z",
+        "lastTransitionTime": "2026-12-02T09:58:00Z",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "InsufficientCidrBlocks"}],
+    }
+    retry = stored | {
+        "attempts": 7,
+        "nextAttemptTime": "2026-12-02T10:01:30Z",
+        "lastTransitionTime": "2026-12-02T10:00:00Z",
+    }
+    assert steady_wait(retry, stored)
+    assert not steady_wait(retry | {"message": "no /28 left (attempt 7; next attempt in 80.0s)"}, stored)
+    assert not steady_wait(retry | {"reason": "BranchInterfaceLimitExceeded"}, stored)
+    assert not steady_wait(
+        retry | {"state": "Allocated", "reason": "Allocated"}, stored | {"state": "Allocated"}
+    )
+    assert not steady_wait(retry, stored | {"state": "Retrying"})

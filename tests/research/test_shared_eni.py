@@ -189,3 +189,19 @@ def test_cli_shared_eni_json_has_the_targets_and_the_line() -> None:
     assert set(data["approaches"]) == {"annotation", "crd", CRD_BRANCH}
     assert [r["approach"] for r in data["shared_eni_comparison"]["rows"]] == ["crd", CRD_BRANCH, "annotation"]
     assert {t["target"] for t in data["targets"]} >= set(SHARED_TARGETS)
+
+
+def test_pods_waiting_for_hours_write_their_status_only_until_the_wait_is_steady() -> None:
+    """crd-branch in shared-eni-fallback leaves 30 pods waiting on m5.large's 9 branch ENIs for the whole
+    14,400 s horizon. Each used to write its PNA status and post an Event on every retry (7,559 PNA
+    writes and 7,359 Events): once the backoff is at its cap nothing new is written, and the Event is
+    told again once per 10 min so it outlives the API server's 1 h Event TTL."""
+    result, _ = run_comparison(ScenarioName.SHARED_ENI_FALLBACK, seed=1, approaches=(CRD_BRANCH,))
+    m = result.runs[CRD_BRANCH].metrics
+    assert m.pods_stuck == 30
+    pods = m.pods_total
+    # A create and an Allocated status per ready pod, and about 6 statuses per waiting pod (the attempts
+    # below the cap, then the steady one).
+    assert m.k8s_writes_by_kind["PodNetworkAllocation"] <= 2 * pods + 10 * m.pods_stuck
+    horizon = result.params.horizon_s
+    assert m.k8s_writes_by_kind.get("Event", 0) <= m.pods_stuck * (10 + horizon / 600)

@@ -22,7 +22,7 @@ from controller.core.node_pool import PoolInvariantError
 from controller.engine.allocation_driver import AllocatingPool, UnavailablePool, allocation_step
 from controller.engine.node_network import NodeNetwork
 from controller.k8s.objects import PnaView, PodView
-from controller.k8s.pna_mapping import read_status, request_from, same_status, status_to_k8s
+from controller.k8s.pna_mapping import read_status, request_from, same_status, status_to_k8s, steady_wait
 from controller.k8s.reconcilers.context import Context, Result
 from controller.k8s.reconcilers.pod_binding import involved
 from controller.k8s.reconcilers.status_writer import write_pna_status
@@ -140,6 +140,11 @@ class Allocation:
     ) -> None:
         body = status_to_k8s(status)
         if same_status(body, pna.status):
+            return
+        if steady_wait(body, pna.status):
+            # Nothing new to write; the Event recorder still tells it now and then (its dedup window), so
+            # `kubectl describe` keeps showing why the pod waits after older Events expire.
+            self.ctx.events.post(involved(pna), warning=True, reason=status.reason, message=status.message)
             return
         written = await write_pna_status(self.ctx, pna, body)
         if written is None:

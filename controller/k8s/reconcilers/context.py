@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controller.clock import Clock
+from controller.clock import Clock, WallClock
 from controller.core.errors import Ec2Error
 from controller.core.instance_limits import InstanceLimits
 from controller.core.pod_selection import LabelSelector
@@ -173,10 +172,14 @@ class PoolRegistry:
 
 class EventRecorder:
     """Kubernetes Events, best effort and in the background; the same message for the same object is
-    posted once per `dedup_s`, so a pod waiting for capacity does not flood the API server."""
+    posted once per `dedup_s` (client-go's aggregation window, 10 min), so a pod waiting for capacity
+    does not flood the API server, yet its reason outlives the API server's 1 h Event TTL.
 
-    def __init__(self, kube: KubePort, *, dedup_s: float = 60.0) -> None:
+    Time is the controller's clock, so the simulation's virtual hours are deduplicated as real ones."""
+
+    def __init__(self, kube: KubePort, *, clock: Clock | None = None, dedup_s: float = 600.0) -> None:
         self.kube = kube
+        self.clock: Clock = clock or WallClock()
         self.dedup_s = dedup_s
         self._recent: dict[tuple[str, str, str], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -185,7 +188,7 @@ class EventRecorder:
     def post(self, involved: Mapping[str, Any], *, warning: bool, reason: str, message: str) -> None:
         uid = str((involved.get("metadata") or {}).get("uid") or (involved.get("metadata") or {}).get("name"))
         key = (uid, reason, message)
-        now = time.monotonic()
+        now = self.clock.now()
         if now - self._recent.get(key, -1e18) < self.dedup_s:
             return
         if len(self._recent) > 10_000:
