@@ -188,6 +188,16 @@ class NodePool:
         held = sum(1 for ip in self.ip_holders if ip in owner and owner[ip][0] in shared)
         return held + sum(1 for ip in self.cooling_ips if ip in owner and owner[ip][0] in shared)
 
+    def common_address_counts(self) -> tuple[int, int]:
+        """Held and cooling addresses of the common pool (not shared ENIs': no other pod may use those)."""
+        shared = {e.eni_id for e in self.enis.values() if e.shared}
+        owner = self._ip_owner
+
+        def common(ip: str) -> bool:
+            return not (ip in owner and owner[ip][0] in shared)
+
+        return sum(1 for ip in self.ip_holders if common(ip)), sum(1 for ip in self.cooling_ips if common(ip))
+
     def shared_in_use(self, eni_id: str) -> bool:
         """Does any pod hold, or has one just given back (cooling), an address of this ENI?"""
         return any(

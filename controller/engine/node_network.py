@@ -764,10 +764,14 @@ class NodeNetwork:
                 return resources
         if problem is not None:
             raise Ec2Error(problem.code, problem.message, action="Allocate")
+        held, cooling = pool.common_address_counts()
+        shared = pool.shared_addresses_in_use()
         raise capacity_error(
             "NodePoolExhausted",
-            f"node {self.node_name} has no free address: {pool.free_ip_count()} free, "
-            f"{len(pool.ip_holders)} in use, {len(pool.cooling_ips)} cooling down; "
+            f"node {self.node_name} has no free address: {pool.free_ip_count()} free, {held} in use, "
+            f"{cooling} cooling down"
+            + (f" (and {shared} on shared ENIs, for their group sets only)" if shared else "")
+            + "; "
             + ("; ".join(report.plan.notes) or "the pool is at its limit"),
         )
 
