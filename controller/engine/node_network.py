@@ -149,6 +149,7 @@ class NodeNetwork:
         self._refill: asyncio.Task[ExecutionReport] | None = None
         self._pool_cells: set[PriorityCell] = set()  # every pool work in flight, to promote them all
         self._refill_demand = 0  # the demand the running refill was planned for
+        self._refill_sets: frozenset[tuple[str, ...]] = frozenset()  # the shared group sets it was asked for
         self._background: asyncio.Task[ExecutionReport] | None = None
         self.last_report: ExecutionReport | None = None
         # Called when a pass did something (True: background pool work failed), so the node's record
@@ -843,7 +844,7 @@ class NodeNetwork:
                 return resources
         self._want_shared(groups, 1)
         try:
-            report = await self._refill_now(demand=0)
+            report = await self._refill_now(demand=0, groups=groups)
         finally:
             self._want_shared(groups, -1)
         self._refuse_if_stale()
@@ -1041,18 +1042,24 @@ class NodeNetwork:
         return released
 
     # ----- refills ---------------------------------------------------------------------------------
-    async def _refill_now(self, demand: int = 0) -> ExecutionReport:
+    def _wanted_sets(self) -> frozenset[tuple[str, ...]]:
+        return frozenset(self.pool.shared_wanted) | frozenset(self.pool.shared_expected)
+
+    async def _refill_now(self, demand: int = 0, groups: tuple[str, ...] | None = None) -> ExecutionReport:
         """Single-flight reconcile for a pod that waits: concurrent callers share one refill. A refill
         already running as pool work is promoted (the pod waits on it now); one planned for less than
-        `demand` is followed by one for it."""
+        `demand`, or before the shared group set `groups` was wanted, is followed by one for it (else the
+        set's first pod would fall back to a branch ENI only because it came mid-pass)."""
         current = self._refill
         if current is not None and not current.done():
+            planned_demand, planned_sets = self._refill_demand, self._refill_sets  # before another starts
             self._promote_pool_work()
             report = await asyncio.shield(current)
-            if demand <= self._refill_demand:
+            if demand <= planned_demand and (groups is None or groups in planned_sets):
                 return report
         if self._refill is None or self._refill.done():
             self._refill_demand = demand
+            self._refill_sets = self._wanted_sets()
             self._refill = asyncio.ensure_future(self.reconcile(demand=demand))
         else:
             self._promote_pool_work()  # pool work started meanwhile: this pod waits on it now
@@ -1062,7 +1069,7 @@ class NodeNetwork:
         """A reconcile no pod waits on: its EC2 calls take spare tokens only (`ec2_pacing`)."""
         with pool_work() as cell:  # the task copies this context: its calls run as pool work
             task = asyncio.ensure_future(self.reconcile())
-        self._refill, self._refill_demand = task, 0
+        self._refill, self._refill_demand, self._refill_sets = task, 0, self._wanted_sets()
         self._pool_cells.add(cell)
         task.add_done_callback(lambda _task: self._pool_cells.discard(cell))
         task.add_done_callback(self._pool_work_done)

@@ -256,3 +256,34 @@ async def test_node_pool_exhausted_counts_only_the_common_pool_s_addresses_as_in
         )
     else:
         raise AssertionError("the 10th ordinary pod got an address the node does not have")
+
+
+def test_a_set_s_first_pod_arriving_mid_pass_waits_for_its_shared_eni_not_a_branch() -> None:
+    """A pass already planned (without the set) is running when the set's first pod comes: the pod used
+    to take that pass's report, find no shared ENI and fall back to a branch. It now gets a pass planned
+    for its set."""
+    import asyncio
+
+    from controller.research.virtual_time import run_virtual
+
+    async def scenario() -> tuple[bool, AllocationMode]:
+        f = SimFleet(seed=5, latency=LatencyConfig())  # real per-call latencies, in virtual time
+        settings = PoolSettings(warm_eni_target=0, enable_pod_eni=True, warm_branch_eni_target=0)
+        (network,) = await f.register_all(
+            [NodeSpec(name="n1", instance_type="c5.4xlarge", settings=settings)]
+        )
+        # No warm address: an ordinary pod's pass (planned for it alone) assigns one, in flight.
+        plain = asyncio.ensure_future(
+            network.allocate(
+                AllocationRequest(key="ns/plain", node_name="n1", mode=AllocationMode.SECONDARY_IP)
+            )
+        )
+        await asyncio.sleep(0.01)
+        mid_pass = network._refill is not None and not network._refill.done()
+        held = await network.allocate(shared("ns/sg-0", (f.app_groups[0],)))
+        await plain
+        return mid_pass, held.mode
+
+    mid_pass, mode = run_virtual(scenario())
+    assert mid_pass, "the scenario must catch a pass in flight"
+    assert mode is AllocationMode.SHARED_ENI
