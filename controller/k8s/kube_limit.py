@@ -5,7 +5,9 @@ API Machinery advises relying on the API server's Priority and Fairness (APF, on
 rather than an open-loop token bucket in each client. A client bucket only makes pods wait when the
 server has room: 1,000 pods need 2,000 writes, 100 s at RC's 20 QPS. A cluster without APF, or an
 operator who wants a hard ceiling, sets one; it then works as client-go's does: every request (each page
-of a list too) takes a token, and callers queue in arrival order.
+of a list too) takes a token, and callers queue in arrival order. Events, best effort and posted in the
+background, take tokens from a bucket of their own with the same limit (as RC's event recorder has its
+own clientset), so a burst of them never delays an allocation's writes.
 
 Leases are not limited: leader election renews through `KubeApi` directly, so a burst of writes never
 delays a renewal into a lost lease.
@@ -28,6 +30,7 @@ class RateLimitedKube:
     def __init__(self, inner: KubePort, *, qps: float, burst: int, clock: Clock) -> None:
         self.inner = inner
         self.limiter = RateLimiter.per_second(qps, burst, clock)
+        self.event_limiter = RateLimiter.per_second(qps, burst, clock)
 
     async def list(self, ref: ResourceRef, namespace: str | None = None) -> tuple[list[JsonObject], str]:
         await self.limiter.acquire()
@@ -74,7 +77,7 @@ class RateLimitedKube:
     async def post_event(
         self, involved: Mapping[str, Any], *, event_type: str, reason: str, message: str
     ) -> None:
-        await self.limiter.acquire()
+        await self.event_limiter.acquire()
         await self.inner.post_event(involved, event_type=event_type, reason=reason, message=message)
 
 

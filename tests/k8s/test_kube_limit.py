@@ -88,8 +88,22 @@ def test_every_request_past_the_burst_waits_its_turn_at_the_qps() -> None:
     verbs = [verb for verb, _ in inner.sent]
     assert verbs == ["create", "patch/status", "get", "delete", "event", "list"]
     times = [at for _, at in inner.sent]
-    # Two from the burst at once, then one every 1/10 s.
-    assert times == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3, 0.4])
+    # Two from the burst at once, then one every 1/10 s; the Event has a bucket of its own (full).
+    assert times == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.2, 0.3])
+
+
+def test_events_never_take_the_tokens_an_allocation_s_writes_need() -> None:
+    clock = ManualClock()
+    inner = RecordingKube(clock)
+    kube = RateLimitedKube(inner, qps=1.0, burst=1, clock=clock)
+
+    async def main() -> None:
+        for _ in range(3):
+            await kube.post_event({}, event_type="Warning", reason="R", message="m")
+        await kube.create(PNAS, {"metadata": {"name": "a"}})
+
+    asyncio.run(main())
+    assert inner.sent[-1] == ("create", pytest.approx(2.0))  # at once after the Events' own waits
 
 
 def test_each_page_of_a_list_takes_a_token() -> None:
