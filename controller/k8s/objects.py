@@ -220,15 +220,46 @@ class PnaSpec:
         }
 
 
+def _status_dictionary() -> bytes:
+    """What a PNA status's text shares with every other: its keys, states, condition types and the shape
+    of its values. Deflate starts from it (a preset dictionary), so a packed status keeps only what is
+    its own (about 110 bytes instead of 340 for an Allocated one); anything else still packs, only less."""
+    states = "Pending Allocating Retrying Failed Releasing Released Invalid CapacityUnavailable"
+    message = "PrefixIP 10.0.0.0 on eni-00000000000000000"
+    condition = (
+        '{"type":"%s","status":"True","observedGeneration":1,"lastTransitionTime":"2026-01-01T00:00:00Z",'
+        f'"reason":"Allocated","message":"{message}"}}'
+    )
+    types = ("ResourcesAssigned", "CapacityAvailable", "CloudAPIAvailable", "ConfigurationValid", "Ready")
+    allocated = (
+        '{"state":"Allocated","reason":"Allocated",'
+        f'"message":"{message}","attempts":1,"releaseAttempts":0,'
+        '"lastTransitionTime":"2026-01-01T00:00:00Z","observedGeneration":1,"ip":"10.0.0.0",'
+        '"eniId":"eni-00000000000000000","prefix":"10.0.0.0/28","macAddress":"02:00:00:00:00:00",'
+        '"subnetCidr":"10.0.0.0/16","securityGroupIds":[],"conditions":['
+        + ",".join(condition % t for t in types)
+        + "]}"
+    )
+    others = '"nextAttemptTime":"vlanId":"lastError":"False","SecondaryIP","BranchENI","SharedENI"'
+    return f"{states} {others}{allocated}".encode()
+
+
+_ZDICT = _status_dictionary()
+# Raw deflate (no header or checksum: the bytes never leave the process) with an 8 KiB window, which
+# holds the dictionary and a status, and a small hash table: a packer costs microseconds to set up.
+_WBITS, _LEVEL, _MEM_LEVEL = -13, 6, 4
+
+
 def pack_json(value: Mapping[str, Any]) -> bytes:
     """A JSON object (without its nulls) as deflated text: how the PNA cache keeps statuses."""
     if not value:
         return b""
-    return zlib.compress(json.dumps(compact(value), separators=(",", ":")).encode(), 1)
+    packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=_ZDICT)
+    return packer.compress(json.dumps(compact(value), separators=(",", ":")).encode()) + packer.flush()
 
 
 def unpack_json(packed: bytes) -> JsonObject:
-    loaded = json.loads(zlib.decompress(packed)) if packed else {}
+    loaded = json.loads(zlib.decompressobj(_WBITS, zdict=_ZDICT).decompress(packed)) if packed else {}
     return loaded if isinstance(loaded, dict) else {}
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any
 
 from controller.k8s.cache import ClusterState, Store, newer_or_same
-from controller.k8s.objects import PodView
+from controller.k8s.objects import PodView, pack_json, unpack_json
 
 
 def pod(name: str, rv: int, uid: str = "u1", node: str = "n1") -> dict[str, Any]:
@@ -107,3 +109,30 @@ def test_pods_of_one_workload_share_one_read_only_labels_mapping() -> None:
     else:
         raise AssertionError("a shared labels mapping could be changed")
     assert PodView.from_k8s(pod("c", 3)).labels == {}
+
+
+def allocated_status(ip: str, eni: str) -> dict[str, Any]:
+    message = f"PrefixIP {ip} on {eni}"
+    condition = {"status": "True", "observedGeneration": 1, "reason": "Allocated", "message": message}
+    return {
+        "state": "Allocated",
+        "reason": "Allocated",
+        "message": message,
+        "attempts": 1,
+        "lastTransitionTime": "2026-12-02T14:06:30Z",
+        "ip": ip,
+        "eniId": eni,
+        "prefix": f"{ip}/28",
+        "securityGroupIds": [],
+        "conditions": [{"type": t, **condition} for t in ("ResourcesAssigned", "Ready")],
+    }
+
+
+def test_a_packed_status_unpacks_to_the_same_status_without_its_nulls() -> None:
+    status = allocated_status("10.0.62.128", "eni-9a0518b84e11a78d1")
+    assert unpack_json(pack_json({**status, "vlanId": None})) == status
+    failed = {"state": "Failed", "lastError": {"code": "X", "message": "y" * 20_000}}  # past the window
+    assert unpack_json(pack_json(failed)) == failed
+    assert pack_json({}) == b"" and unpack_json(b"") == {}
+    # The preset dictionary holds what every status repeats: a status packs smaller than deflate alone.
+    assert len(pack_json(status)) < len(zlib.compress(json.dumps(status).encode(), 9))
