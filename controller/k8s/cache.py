@@ -189,8 +189,13 @@ class ClusterState:
     """Everything the reconcilers read about the cluster, with the indexes they look things up by."""
 
     def __init__(self) -> None:
-        self.pods: Store[NamespacedKey, PodView] = Store(PodView.from_k8s, _namespaced, namespaced=True)
-        self.pnas: Store[NamespacedKey, PnaView] = Store(PnaView.from_k8s, _namespaced, namespaced=True)
+        # A pod and its PNA share the strings of the pod's name and uid (whichever was cached first).
+        self.pods: Store[NamespacedKey, PodView] = Store(
+            lambda body: PodView.from_k8s(body, self.pnas.get), _namespaced, namespaced=True
+        )
+        self.pnas: Store[NamespacedKey, PnaView] = Store(
+            lambda body: PnaView.from_k8s(body, self.pods.get), _namespaced, namespaced=True
+        )
         self.namespaces: Store[str, NamespaceView] = Store(
             NamespaceView.from_k8s, lambda v: v.name, namespaced=False
         )

@@ -17,7 +17,7 @@ import json
 import re
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -103,14 +103,24 @@ class PodView(_View):
     service_account: str = "default"
 
     @classmethod
-    def from_k8s(cls, body: Mapping[str, Any]) -> PodView:
+    def from_k8s(
+        cls, body: Mapping[str, Any], pnas: Callable[[tuple[str, str]], PnaView | None] | None = None
+    ) -> PodView:
+        """`pnas` looks up the cached PNA of a pod: the pod then keeps that PNA's copies of its name and
+        uid instead of its own (a body's JSON gives every object fresh strings)."""
         meta = _meta(body)
         spec = body.get("spec") or {}
         status = body.get("status") or {}
+        namespace = _intern(str(meta.get("namespace") or ""))
+        name = str(meta.get("name") or "")
+        uid = str(meta.get("uid") or "")
+        pna = pnas((namespace, name)) if pnas is not None else None
+        if pna is not None and pna.spec.pod_uid == uid and pna.spec.pod_name == name:
+            name, uid = pna.spec.pod_name, pna.spec.pod_uid
         return cls(
-            namespace=_intern(str(meta.get("namespace") or "")),
-            name=str(meta.get("name") or ""),
-            uid=str(meta.get("uid") or ""),
+            namespace=namespace,
+            name=name,
+            uid=uid,
             resource_version=str(meta.get("resourceVersion") or ""),
             node_name=_intern(str(spec.get("nodeName") or "")),
             host_network=bool(spec.get("hostNetwork", False)),
@@ -278,23 +288,31 @@ class PnaView(_View):
     packed_status: bytes = b""
 
     @classmethod
-    def from_k8s(cls, body: Mapping[str, Any]) -> PnaView:
+    def from_k8s(
+        cls, body: Mapping[str, Any], pods: Callable[[tuple[str, str]], PodView | None] | None = None
+    ) -> PnaView:
+        """`pods` looks up a cached pod: a PNA of that pod keeps the pod's copies of its name and uid."""
         meta = _meta(body)
         spec = body.get("spec") or {}
         status = body.get("status")
+        namespace = _intern(str(meta.get("namespace") or ""))
         name = str(meta.get("name") or "")
         pod_name = str(spec.get("podName") or "")
+        pod_uid = str(spec.get("podUID") or "")
+        pod = pods((namespace, pod_name)) if pods is not None else None
+        if pod is not None and pod.uid == pod_uid:
+            pod_name, pod_uid = pod.name, pod.uid
         return cls(
-            namespace=_intern(str(meta.get("namespace") or "")),
-            name=name,
+            namespace=namespace,
+            name=pod_name if name == pod_name else name,
             uid=str(meta.get("uid") or ""),
             resource_version=str(meta.get("resourceVersion") or ""),
             generation=int(meta.get("generation") or 1),
             deleting=meta.get("deletionTimestamp") is not None,
             finalizers=tuple(_intern(str(f)) for f in meta.get("finalizers") or ()),
             spec=PnaSpec(
-                pod_name=name if pod_name == name else pod_name,
-                pod_uid=str(spec.get("podUID") or ""),
+                pod_name=pod_name,
+                pod_uid=pod_uid,
                 node_name=_intern(str(spec.get("nodeName") or "")),
                 mode=AllocationMode(spec.get("mode") or AllocationMode.SECONDARY_IP.value),
                 security_group_ids=tuple(_intern(str(g)) for g in spec.get("securityGroupIds") or ()),

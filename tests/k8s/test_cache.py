@@ -136,3 +136,25 @@ def test_a_packed_status_unpacks_to_the_same_status_without_its_nulls() -> None:
     assert pack_json({}) == b"" and unpack_json(b"") == {}
     # The preset dictionary holds what every status repeats: a status packs smaller than deflate alone.
     assert len(pack_json(status)) < len(zlib.compress(json.dumps(status).encode(), 9))
+
+
+def test_a_pod_and_its_pna_keep_one_copy_of_the_pods_name_and_uid() -> None:
+    state = ClusterState()
+    state.pods.apply_event("ADDED", pod("web-1", 1, uid="pod-uid"))
+    pna = {
+        "metadata": {"name": "web-1", "namespace": "ns", "uid": "pna-uid", "resourceVersion": "2"},
+        "spec": {"podName": "web-1", "podUID": "pod-uid", "nodeName": "n1", "mode": "SecondaryIP"},
+    }
+    state.pnas.apply_event("ADDED", json.loads(json.dumps(pna)))  # fresh strings, as from the wire
+    cached_pod, cached_pna = state.pods.get(("ns", "web-1")), state.pnas.get(("ns", "web-1"))
+    assert cached_pod is not None and cached_pna is not None
+    assert cached_pna.spec.pod_uid is cached_pod.uid and cached_pna.name is cached_pod.name
+    assert cached_pna.spec.pod_name is cached_pod.name and cached_pna.uid == "pna-uid"
+    # Read again (a relist that finds the pod changed), the pod takes its PNA's copies.
+    state.pods.apply_event("MODIFIED", json.loads(json.dumps(pod("web-1", 3, uid="pod-uid"))))
+    again = state.pods.get(("ns", "web-1"))
+    assert again is not None and again.resource_version == "3" and again.uid is cached_pna.spec.pod_uid
+    # Another pod of the same name (a new uid) shares nothing with the old PNA.
+    state.pods.apply_event("MODIFIED", pod("web-1", 4, uid="other-uid"))
+    other = state.pods.get(("ns", "web-1"))
+    assert other is not None and other.uid == "other-uid"
