@@ -213,6 +213,12 @@ class ClusterState:
         self.pods.listeners.append(self._index_pod)
 
     def _index_pna(self, change: Change[NamespacedKey, PnaView]) -> None:
+        if (
+            change.old is not None
+            and change.new is not None
+            and change.old.spec.node_name == change.new.spec.node_name
+        ):
+            return  # the index keeps the key it has (a status write would swap in another copy of it)
         if change.old is not None:
             self._pnas_by_node.get(change.old.spec.node_name, set()).discard(change.key)
         if change.new is not None:

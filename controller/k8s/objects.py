@@ -91,6 +91,21 @@ def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
     return _shared_labels(tuple((_intern(str(k)), _intern(str(v))) for k, v in labels.items()))
 
 
+@functools.lru_cache(maxsize=256)
+def _shared_finalizers(names: tuple[str, ...]) -> tuple[str, ...]:
+    return names
+
+
+def _finalizers(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """Objects of a kind carry the same finalizers: they share one tuple of them."""
+    names = meta.get("finalizers") or ()
+    return _shared_finalizers(tuple(_intern(str(f)) for f in names)) if names else ()
+
+
+# Built by `_finalizers` (strings checked there): validation would copy the tuple and lose the sharing.
+Finalizers = SkipValidation[tuple[str, ...]]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, config=VIEW)
 class PodView(_View):
     namespace: str
@@ -282,7 +297,7 @@ class PnaView(_View):
     name: str
     generation: int = 1
     deleting: bool = False
-    finalizers: tuple[str, ...] = ()
+    finalizers: Finalizers = ()
     spec: PnaSpec
     state: str = ""  # status.state, kept apart: the runtime counts the PNAs that wait on EC2 by it
     packed_status: bytes = b""
@@ -309,7 +324,7 @@ class PnaView(_View):
             resource_version=str(meta.get("resourceVersion") or ""),
             generation=int(meta.get("generation") or 1),
             deleting=meta.get("deletionTimestamp") is not None,
-            finalizers=tuple(_intern(str(f)) for f in meta.get("finalizers") or ()),
+            finalizers=_finalizers(meta),
             spec=PnaSpec(
                 pod_name=pod_name,
                 pod_uid=pod_uid,
@@ -345,7 +360,7 @@ def split_allocation_key(key: str) -> tuple[str, str, str] | None:
 class NnpView(_View):
     name: str
     deleting: bool = False
-    finalizers: tuple[str, ...] = ()
+    finalizers: Finalizers = ()
     spec: JsonObject = Field(default_factory=dict)
     status: JsonObject = Field(default_factory=dict)
 
@@ -358,7 +373,7 @@ class NnpView(_View):
             uid=str(meta.get("uid") or ""),
             resource_version=str(meta.get("resourceVersion") or ""),
             deleting=meta.get("deletionTimestamp") is not None,
-            finalizers=tuple(meta.get("finalizers") or ()),
+            finalizers=_finalizers(meta),
             spec=compact(body.get("spec") or {}),
             status=compact(status) if isinstance(status, Mapping) else {},
         )

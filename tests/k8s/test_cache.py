@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from controller.k8s.cache import ClusterState, Store, newer_or_same
-from controller.k8s.objects import PodView, pack_json, unpack_json
+from controller.k8s.objects import PnaView, PodView, pack_json, unpack_json
 
 
 def pod(name: str, rv: int, uid: str = "u1", node: str = "n1") -> dict[str, Any]:
@@ -158,3 +158,12 @@ def test_a_pod_and_its_pna_keep_one_copy_of_the_pods_name_and_uid() -> None:
     state.pods.apply_event("MODIFIED", pod("web-1", 4, uid="other-uid"))
     other = state.pods.get(("ns", "web-1"))
     assert other is not None and other.uid == "other-uid"
+
+
+def test_pnas_share_one_tuple_of_their_finalizers() -> None:
+    def body(name: str) -> dict[str, Any]:
+        meta = {"name": name, "namespace": "ns", "finalizers": ["netalloc.dev/release"]}
+        return json.loads(json.dumps({"metadata": meta, "spec": {"podName": name, "nodeName": "n1"}}))
+
+    first, second = PnaView.from_k8s(body("a")), PnaView.from_k8s(body("b"))
+    assert first.finalizers == ("netalloc.dev/release",) and first.finalizers is second.finalizers
