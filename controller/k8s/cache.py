@@ -189,8 +189,13 @@ class ClusterState:
     """Everything the reconcilers read about the cluster, with the indexes they look things up by."""
 
     def __init__(self) -> None:
-        self.pods: Store[NamespacedKey, PodView] = Store(PodView.from_k8s, _namespaced, namespaced=True)
-        self.pnas: Store[NamespacedKey, PnaView] = Store(PnaView.from_k8s, _namespaced, namespaced=True)
+        # A pod and its PNA share the strings of the pod's name and uid (whichever was cached first).
+        self.pods: Store[NamespacedKey, PodView] = Store(
+            lambda body: PodView.from_k8s(body, self.pnas.get), _namespaced, namespaced=True
+        )
+        self.pnas: Store[NamespacedKey, PnaView] = Store(
+            lambda body: PnaView.from_k8s(body, self.pods.get), _namespaced, namespaced=True
+        )
         self.namespaces: Store[str, NamespaceView] = Store(
             NamespaceView.from_k8s, lambda v: v.name, namespaced=False
         )
@@ -208,6 +213,12 @@ class ClusterState:
         self.pods.listeners.append(self._index_pod)
 
     def _index_pna(self, change: Change[NamespacedKey, PnaView]) -> None:
+        if (
+            change.old is not None
+            and change.new is not None
+            and change.old.spec.node_name == change.new.spec.node_name
+        ):
+            return  # the index keeps the key it has (a status write would swap in another copy of it)
         if change.old is not None:
             self._pnas_by_node.get(change.old.spec.node_name, set()).discard(change.key)
         if change.new is not None:

@@ -152,7 +152,7 @@ class KubeApi:
         component: str = "netalloc",
         on_write: Callable[[str, str], None] | None = None,
         request_timeout_s: float = 10.0,
-        page_size: int = 500,
+        page_size: int = 100,
         connections: int = 32,
     ) -> None:
         self.configuration = configuration  # read on every request: a refreshed token is used at once
@@ -160,6 +160,8 @@ class KubeApi:
         self.writes: Counter[tuple[str, str]] = Counter()
         self.on_write = on_write  # e.g. the Prometheus counter of Kubernetes writes
         self.request_timeout_s = request_timeout_s
+        # 100, not 500: a page of 500 PNAs decodes to about 9 MiB of small objects, and the heap keeps the
+        # arenas a resync's page grew into (the PNA memory figure fell from 35-38 to 29-36 MiB).
         self.page_size = page_size
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None

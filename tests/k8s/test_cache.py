@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any
 
 from controller.k8s.cache import ClusterState, Store, newer_or_same
-from controller.k8s.objects import PodView
+from controller.k8s.objects import PnaView, PodView, pack_json, unpack_json
 
 
 def pod(name: str, rv: int, uid: str = "u1", node: str = "n1") -> dict[str, Any]:
@@ -107,3 +109,61 @@ def test_pods_of_one_workload_share_one_read_only_labels_mapping() -> None:
     else:
         raise AssertionError("a shared labels mapping could be changed")
     assert PodView.from_k8s(pod("c", 3)).labels == {}
+
+
+def allocated_status(ip: str, eni: str) -> dict[str, Any]:
+    message = f"PrefixIP {ip} on {eni}"
+    condition = {"status": "True", "observedGeneration": 1, "reason": "Allocated", "message": message}
+    return {
+        "state": "Allocated",
+        "reason": "Allocated",
+        "message": message,
+        "attempts": 1,
+        "lastTransitionTime": "2026-12-02T14:06:30Z",
+        "ip": ip,
+        "eniId": eni,
+        "prefix": f"{ip}/28",
+        "securityGroupIds": [],
+        "conditions": [{"type": t, **condition} for t in ("ResourcesAssigned", "Ready")],
+    }
+
+
+def test_a_packed_status_unpacks_to_the_same_status_without_its_nulls() -> None:
+    status = allocated_status("10.0.62.128", "eni-9a0518b84e11a78d1")
+    assert unpack_json(pack_json({**status, "vlanId": None})) == status
+    failed = {"state": "Failed", "lastError": {"code": "X", "message": "y" * 20_000}}  # past the window
+    assert unpack_json(pack_json(failed)) == failed
+    assert pack_json({}) == b"" and unpack_json(b"") == {}
+    # The preset dictionary holds what every status repeats: a status packs smaller than deflate alone.
+    assert len(pack_json(status)) < len(zlib.compress(json.dumps(status).encode(), 9))
+
+
+def test_a_pod_and_its_pna_keep_one_copy_of_the_pods_name_and_uid() -> None:
+    state = ClusterState()
+    state.pods.apply_event("ADDED", pod("web-1", 1, uid="pod-uid"))
+    pna = {
+        "metadata": {"name": "web-1", "namespace": "ns", "uid": "pna-uid", "resourceVersion": "2"},
+        "spec": {"podName": "web-1", "podUID": "pod-uid", "nodeName": "n1", "mode": "SecondaryIP"},
+    }
+    state.pnas.apply_event("ADDED", json.loads(json.dumps(pna)))  # fresh strings, as from the wire
+    cached_pod, cached_pna = state.pods.get(("ns", "web-1")), state.pnas.get(("ns", "web-1"))
+    assert cached_pod is not None and cached_pna is not None
+    assert cached_pna.spec.pod_uid is cached_pod.uid and cached_pna.name is cached_pod.name
+    assert cached_pna.spec.pod_name is cached_pod.name and cached_pna.uid == "pna-uid"
+    # Read again (a relist that finds the pod changed), the pod takes its PNA's copies.
+    state.pods.apply_event("MODIFIED", json.loads(json.dumps(pod("web-1", 3, uid="pod-uid"))))
+    again = state.pods.get(("ns", "web-1"))
+    assert again is not None and again.resource_version == "3" and again.uid is cached_pna.spec.pod_uid
+    # Another pod of the same name (a new uid) shares nothing with the old PNA.
+    state.pods.apply_event("MODIFIED", pod("web-1", 4, uid="other-uid"))
+    other = state.pods.get(("ns", "web-1"))
+    assert other is not None and other.uid == "other-uid"
+
+
+def test_pnas_share_one_tuple_of_their_finalizers() -> None:
+    def body(name: str) -> dict[str, Any]:
+        meta = {"name": name, "namespace": "ns", "finalizers": ["netalloc.dev/release"]}
+        return json.loads(json.dumps({"metadata": meta, "spec": {"podName": name, "nodeName": "n1"}}))
+
+    first, second = PnaView.from_k8s(body("a")), PnaView.from_k8s(body("b"))
+    assert first.finalizers == ("netalloc.dev/release",) and first.finalizers is second.finalizers

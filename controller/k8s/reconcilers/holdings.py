@@ -10,7 +10,7 @@ take a running pod's address.
 from __future__ import annotations
 
 from controller.engine.node_network import NodeNetwork
-from controller.k8s.objects import PnaView, split_allocation_key
+from controller.k8s.objects import split_allocation_key
 from controller.k8s.reconcilers.context import Context
 from controller.k8s.resources import POD_NETWORK_ALLOCATION
 
@@ -39,7 +39,7 @@ async def collect_orphan_holdings(ctx: Context, network: NodeNetwork) -> list[st
             namespace, pod_name, pod_uid = parts
             body = await ctx.kube.get(POD_NETWORK_ALLOCATION, pod_name, namespace)
             if body is not None:
-                pna = PnaView.from_k8s(body)
+                pna = ctx.state.pnas.parse(body)
                 ctx.state.pnas.upsert(pna)
                 if pna.spec.pod_uid == pod_uid:
                     continue  # the cache was behind; the PNA's own reconciler handles it

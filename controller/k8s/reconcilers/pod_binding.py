@@ -134,7 +134,7 @@ class PodBinding:
             if cached is not None:
                 self.ctx.state.pods.remove(key)
             return None
-        pod = PodView.from_k8s(body)
+        pod = self.ctx.state.pods.parse(body)
         self.ctx.state.pods.upsert(pod)
         return self.ctx.state.pods.get(key) or pod
 
@@ -147,7 +147,7 @@ class PodBinding:
             if found is None:
                 return None
             created = found
-        view = PnaView.from_k8s(created)
+        view = ctx.state.pnas.parse(created)
         ctx.state.pnas.upsert(view)
         ctx.first_seen.setdefault(view.allocation_key, ctx.clock.now())
         return ctx.state.pnas.get((view.namespace, view.name))
@@ -159,7 +159,7 @@ class PodBinding:
         if body is None:
             ctx.state.pnas.remove((pna.namespace, pna.name))
             return None
-        view = PnaView.from_k8s(body)
+        view = ctx.state.pnas.parse(body)
         ctx.state.pnas.upsert(view)
         return ctx.state.pnas.get((view.namespace, view.name))
 
@@ -172,6 +172,6 @@ class PodBinding:
             {"metadata": {"resourceVersion": pna.resource_version}, "spec": spec.to_k8s()},
             pna.namespace,
         )
-        view = PnaView.from_k8s(updated)
+        view = ctx.state.pnas.parse(updated)
         ctx.state.pnas.upsert(view)
         return ctx.state.pnas.get((view.namespace, view.name))

@@ -20,7 +20,7 @@ async def refresh_pna(ctx: Context, pna: PnaView) -> PnaView | None:
     if body is None:
         ctx.state.pnas.remove(key)
         return None
-    ctx.state.pnas.upsert(PnaView.from_k8s(body))
+    ctx.state.pnas.upsert(ctx.state.pnas.parse(body))
     return ctx.state.pnas.get(key)
 
 
@@ -48,7 +48,7 @@ async def patch_pna(
     if meta.get("deletionTimestamp") and not meta.get("finalizers"):
         ctx.state.pnas.remove(key, str(meta.get("resourceVersion") or ""))  # the last finalizer went
         return None
-    ctx.state.pnas.upsert(PnaView.from_k8s(updated))
+    ctx.state.pnas.upsert(ctx.state.pnas.parse(updated))
     return ctx.state.pnas.get(key)
 
 
