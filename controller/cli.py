@@ -80,12 +80,11 @@ def plan_new_node(limits: InstanceLimits, settings: PoolSettings) -> PoolPlan:
 
 def shared_eni_sets(limits: InstanceLimits, settings: PoolSettings, plan: PoolPlan) -> int:
     """Group sets a new node of this type can give shared ENIs (SharedENI): its ENI attachments less
-    the primary, the trunk (with ENABLE_POD_ENI) and the ENIs the warm plan attaches; with a trunk, less
-    the last free one too, which the planner keeps for ordinary pods (branch ENIs serve the sets)."""
+    the primary, the trunk (with ENABLE_POD_ENI) and the ENIs the warm plan attaches."""
     cap = limits.max_enis if settings.max_eni is None else min(limits.max_enis, settings.max_eni)
     trunk = 1 if settings.enable_pod_eni and limits.trunking else 0
     attached = sum(1 for action in plan.actions if isinstance(action, AttachEni))
-    return max(0, cap - 1 - trunk - attached - trunk)
+    return max(0, cap - 1 - trunk - attached)
 
 
 def plan_document(limits: InstanceLimits, settings: PoolSettings, plan: PoolPlan) -> dict[str, Any]:

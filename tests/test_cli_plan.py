@@ -54,11 +54,9 @@ def test_table_output_shows_limits_and_plan() -> None:
 
 
 def test_plan_shows_how_many_shared_eni_group_sets_a_new_node_holds() -> None:
-    # c5.4xlarge: 8 ENIs, less the primary, the trunk and the last free one, which stays for ordinary
-    # pods when a trunk is there; m5.large: 3, less the primary (no trunk) or all of them (a trunk)
-    assert plan_json("--instance-type", "c5.4xlarge", "--pod-eni")["shared_eni_sets"] == 5
+    # c5.4xlarge: 8 ENIs, less the primary and the trunk; m5.large: 3, less the primary
+    assert plan_json("--instance-type", "c5.4xlarge", "--pod-eni")["shared_eni_sets"] == 6
     assert plan_json("--instance-type", "m5.large")["shared_eni_sets"] == 2
-    assert plan_json("--instance-type", "m5.large", "--pod-eni")["shared_eni_sets"] == 0
-    assert plan_json("--instance-type", "m5.xlarge", "--pod-eni")["shared_eni_sets"] == 1
+    assert plan_json("--instance-type", "m5.large", "--pod-eni")["shared_eni_sets"] == 1
     result = runner.invoke(app, ["plan", "--instance-type", "m5.large"])
     assert "shared ENI group sets" in result.output

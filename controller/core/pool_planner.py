@@ -356,7 +356,6 @@ def _plan_shared(
     prefix_mode = pool.mode is PoolMode.PREFIX_DELEGATION
     planned = 0
     attached = len(pool.enis)
-    branch_fallback = settings.enable_pod_eni and pool.limits.trunking
     wanted_sets = dict(pool.shared_wanted)
     for groups in pool.shared_expected:
         if not pool.shared_enis(groups):
@@ -383,14 +382,6 @@ def _plan_shared(
         index = _lowest_free_index(used_indexes, pool.limits.max_enis)
         if index is None or attached + planned >= ip_eni_limit:
             notes.append(f"no ENI attachment left for group set {','.join(groups)}: its pods get branch ENIs")
-            continue
-        if branch_fallback and attached + planned + 1 >= ip_eni_limit:
-            # A shared ENI lives as long as its pods: taking the last attachment could leave the node's
-            # ordinary pods (SecondaryIP, PrefixIP) with no ENI to grow on, while branch ENIs serve the set.
-            notes.append(
-                f"the last ENI attachment stays for the node's other pods: group set {','.join(groups)} "
-                "gets branch ENIs"
-            )
             continue
         used_indexes.add(index)
         planned += 1

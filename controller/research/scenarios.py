@@ -51,20 +51,15 @@ SCENARIO_DESCRIPTIONS: dict[ScenarioName, str] = {
         "As batch-scale-up; the allocator's controller dies mid-burst and restarts after a delay."
     ),
     ScenarioName.SHARED_ENI_FALLBACK: (
-        "m5.xlarge nodes (4 ENIs: primary, trunk, two free slots, the last of which netalloc keeps for "
-        "the node's ordinary pods), each with pods of 3 security-group sets (3 SecurityGroupPolicies); the "
-        "crd side shares an ENI per set (SharedENI), so the sets beyond the one slot it may take fall "
-        "back to branch ENIs."
+        "m5.large nodes (3 ENIs: primary, trunk, one free slot), each with pods of 3 security-group sets "
+        "(3 SecurityGroupPolicies); the crd side shares an ENI per set (SharedENI), so the sets beyond "
+        "the free slot fall back to branch ENIs."
     ),
 }
 
 # DescribeInstanceTypes facts for the types the scenarios use (field notes §3).
 INSTANCE_TYPES: dict[str, InstanceTypeInfo] = {
     "m5.large": InstanceTypeInfo(instance_type="m5.large", max_enis=3, ipv4_per_eni=10, vcpus=2, nitro=True),
-    # Not in field notes §3: DescribeInstanceTypes' figures, as in controller/data/instance_types.json.
-    "m5.xlarge": InstanceTypeInfo(
-        instance_type="m5.xlarge", max_enis=4, ipv4_per_eni=15, vcpus=4, nitro=True
-    ),
     "c5.4xlarge": InstanceTypeInfo(
         instance_type="c5.4xlarge", max_enis=8, ipv4_per_eni=30, vcpus=16, nitro=True
     ),
@@ -195,8 +190,8 @@ def default_params(name: ScenarioName) -> ScenarioParams:
         return ScenarioParams(
             name=name,
             nodes=10,
-            pods_per_node=20,  # more than m5.xlarge's 18 branch ENIs
-            instance_type="m5.xlarge",
+            pods_per_node=12,
+            instance_type="m5.large",
             group_sets=3,
             crd_shared_eni=True,
             crd_shared_eni_branch_fallback=True,

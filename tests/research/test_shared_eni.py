@@ -4,7 +4,6 @@ line, and the fallback scenario where a node has fewer free ENI slots than group
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from pydantic import ValidationError
@@ -138,27 +137,27 @@ def test_without_shared_eni_nothing_changes() -> None:
 
 @pytest.fixture(scope="module")
 def fallback() -> ComparisonResult:
-    # The branch-only crd run is left out here: with 20 SGP pods on 18 branches it waits to the horizon.
+    # The branch-only crd run is left out here: with 12 SGP pods on 9 branches it waits to the horizon.
     result, _ = run_comparison(ScenarioName.SHARED_ENI_FALLBACK, seed=1, scale=0.3, approaches=APPROACHES)
     return result
 
 
 def test_fallback_scenario_gives_both_modes_and_no_stuck_pod(fallback: ComparisonResult) -> None:
     params = fallback.params
-    assert (params.nodes, params.pods_per_node, params.group_sets) == (3, 20, 3)
+    assert (params.nodes, params.pods_per_node, params.group_sets) == (3, 12, 3)
     crd = fallback.runs["crd"].metrics
-    assert crd.pods_stuck == 0 and crd.pods_ready == crd.pods_total == 60
+    assert crd.pods_stuck == 0 and crd.pods_ready == crd.pods_total == 36
     shared, by_fallback = crd.extra[PODS_SHARED_KEY], crd.extra[PODS_FALLBACK_KEY]
     branch = crd.extra[PODS_BRANCH_KEY]
     assert isinstance(shared, int) and isinstance(by_fallback, int) and isinstance(branch, int)
     assert shared > 0 and by_fallback > 0
     assert shared + branch == crd.pods_total and by_fallback == branch  # every SGP pod asked for SharedENI
-    # one slot per node that a set may take (the last stays free): at most one set per node is shared
-    assert shared <= params.nodes * math.ceil(params.pods_per_node / params.group_sets)
-    base = fallback.runs["annotation"].metrics  # RC: 18 branch ENIs per m5.xlarge, 20 pods per node
-    assert base.pods_stuck == 2 * params.nodes
+    # one free slot per node: at most one set per node is shared (12 / 3 = 4 pods)
+    assert shared <= params.nodes * params.pods_per_node // params.group_sets
+    base = fallback.runs["annotation"].metrics  # RC: 9 branch ENIs per m5.large, 12 pods per node
+    assert base.pods_stuck == 3 * params.nodes
     assert list(base.stuck_reasons) == [
-        "Pending: every vpc.amazonaws.com/pod-eni its node advertises (18) is taken: one branch ENI per pod"
+        "Pending: every vpc.amazonaws.com/pod-eni its node advertises (9) is taken: one branch ENI per pod"
     ]
     checks = {t.target: t.met for t in fallback.targets if t.target.startswith("shared-eni-fallback")}
     assert checks == {
@@ -193,17 +192,11 @@ def test_cli_shared_eni_json_has_the_targets_and_the_line() -> None:
 
 
 def test_pods_waiting_for_hours_write_their_status_only_until_the_wait_is_steady() -> None:
-    """crd-branch in shared-eni-fallback on m5.large leaves 30 pods waiting on its 9 branch ENIs for the
-    whole 14,400 s horizon. Each used to write its PNA status and post an Event on every retry (7,559 PNA
+    """crd-branch in shared-eni-fallback leaves 30 pods waiting on m5.large's 9 branch ENIs for the whole
+    14,400 s horizon. Each used to write its PNA status and post an Event on every retry (7,559 PNA
     writes and 7,359 Events): once the backoff is at its cap nothing new is written, and the Event is
     told again once per 10 min so it outlives the API server's 1 h Event TTL."""
-    result, _ = run_comparison(
-        ScenarioName.SHARED_ENI_FALLBACK,
-        seed=1,
-        approaches=(CRD_BRANCH,),
-        instance_type="m5.large",
-        pods_per_node=12,
-    )
+    result, _ = run_comparison(ScenarioName.SHARED_ENI_FALLBACK, seed=1, approaches=(CRD_BRANCH,))
     m = result.runs[CRD_BRANCH].metrics
     assert m.pods_stuck == 30
     pods = m.pods_total
