@@ -422,12 +422,13 @@ def _schedule_allocation_retry(
     backoff = ctx.policy.backoff_for(error.error_class)
     attempt = max(1, status.attempts)
     delay = backoff.delay(attempt, ctx.rng)
-    message = f"{error.message} (attempt {status.attempts}; next attempt in {delay:.1f}s)"
     if backoff.ceiling(attempt) >= backoff.cap_s:
         # A steady wait: from here on every retry would say the same, so the message stops counting and
         # the status stops changing (the controller writes it no more, see `steady_wait`).
         woken = ", and at once when capacity returns" if error.error_class is ErrorClass.CAPACITY else ""
         message = f"{error.message} (retried at most {backoff.cap_s:g}s apart{woken})"
+    else:
+        message = f"{error.message} (attempt {status.attempts}; next attempt in {delay:.1f}s)"
     return {
         "reason": condition_reason(error.code),
         "message": message,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from controller.k8s.reconcilers.context import ControllerConfig
 from controller.research.scenarios import (
     SCENARIO_DESCRIPTIONS,
     SHARED_ENI_SCENARIOS,
@@ -60,7 +61,7 @@ def compare_command(
     ] = None,
     crd_k8s_client_burst: Annotated[
         int, typer.Option("--crd-k8s-client-burst", min=1, help="KUBE_CLIENT_BURST with --crd-k8s-client-qps")
-    ] = 30,
+    ] = ControllerConfig.model_fields["kube_client_burst"].default,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="write results.json, performance.json, report.md and PNG plots here"),

@@ -84,7 +84,7 @@ class CrdAllocator:
         cluster_name: str,
         recorder: MetricsRecorder,
         k8s_client_qps: float | None,
-        k8s_client_burst: int | None,
+        k8s_client_burst: int,
         mode: AllocationMode = AllocationMode.BRANCH_ENI,
         zone_of: Callable[[str], str] | None = None,
         namespace: str = "apps",
@@ -132,8 +132,7 @@ class CrdAllocator:
             heap_trim_interval_s=HEAP_TRIM_S,
             # The runtime's own client-side limit (none unless set), not one the harness adds.
             kube_client_qps=self.k8s_client_qps,
-            kube_client_burst=self.k8s_client_burst
-            or ControllerConfig.model_fields["kube_client_burst"].default,
+            kube_client_burst=self.k8s_client_burst,
         )
 
     # ------------------------------------------------------------------ lifecycle

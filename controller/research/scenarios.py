@@ -149,7 +149,7 @@ class ScenarioParams(BaseModel):
         gt=0,
         description="netalloc's KUBE_CLIENT_QPS (its shipped default: none)",
     )
-    crd_k8s_client_burst: int | None = Field(
+    crd_k8s_client_burst: int = Field(
         default=ControllerConfig.model_fields["kube_client_burst"].default, ge=1
     )
     crd_prefix_fallback: bool = Field(
